@@ -1,0 +1,37 @@
+"""Detection methods. :func:`create_detector` is the one entry point (like open_clip's factory)."""
+
+from __future__ import annotations
+
+import importlib
+
+from inspector.detect.base import Detection, Detector, Region, StageTimer
+
+# pipeline name -> "module:Class"; modules are imported lazily so a weight-free install never
+# pays for importing the foundation-model libraries it does not use.
+_REGISTRY: dict[str, str] = {
+    "variation": "inspector.detect.variation:VariationDetector",
+    "fade": "inspector.detect.fade:FadeDetector",
+    "saa": "inspector.detect.saa:SaaDetector",
+    "clipsam": "inspector.detect.clipsam:ClipSamDetector",
+}
+
+
+def available_pipelines() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(available_pipelines())}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_detector(name: str) -> Detector:
+    """Instantiate the detector for a pipeline name (``variation``, ``fade``, ``saa``, ``clipsam``)."""
+    return detector_class(name)()
+
+
+__all__ = ["Detection", "Detector", "Region", "StageTimer", "available_pipelines", "create_detector", "detector_class"]

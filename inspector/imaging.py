@@ -1,0 +1,209 @@
+"""The one image reader, plus resize and overlay helpers.
+
+:func:`read_image` accepts whatever a camera or a folder gives — PNG, JPEG, BMP, TIFF; 8- or
+16-bit; grey, RGB or RGBA; EXIF-rotated JPEGs; non-ASCII paths — and always returns RGB uint8
+HxWx3. Truncated or corrupt files and files whose content does not match their extension raise
+:class:`ImageReadError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.detect.base import Region
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_MAX_SIDE = 4096
+"""Images whose long side exceeds this are downscaled on read (area interpolation)."""
+MAX_PIXELS = 250_000_000
+"""Refuse to decode anything larger (a corrupt header claiming a gigantic image)."""
+
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".bmp": (b"BM",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+}
+_KIND_BY_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message names the file and what to do."""
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, kind in _KIND_BY_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def _check_complete(path: Path, data: bytes, kind: str | None) -> None:
+    """Detect truncation that decoders silently paper over (they fill missing rows with grey)."""
+    if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-copy or re-capture the file")
+    if kind == "PNG" and b"IEND" not in data[-64:]:
+        raise ImageReadError(f"{path}: truncated PNG (no IEND chunk); re-copy or re-capture the file")
+
+
+def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """Convert any decoded array (grey, BGR, BGRA, 16-bit, float) to RGB uint8 HxWx3."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).clip(0, 255).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        top = 1.0 if float(np.nanmax(img)) <= 1.0 else 255.0
+        img = np.nan_to_num(img / top * 255.0).clip(0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = img.clip(0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_image(data: bytes, source: str = "<bytes>", max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """Decode encoded image bytes (EXIF orientation applied) to RGB uint8."""
+    path = Path(source)
+    kind = _sniff(data[:8])
+    if kind is None:
+        raise ImageReadError(f"{source}: not a PNG, JPEG, BMP or TIFF image (unrecognised content)")
+    ext = path.suffix.lower()
+    if ext in _MAGIC and not any(data.startswith(m) for m in _MAGIC[ext]):
+        raise ImageReadError(f"{source}: extension {ext!r} but the content is {kind}; rename the file to match")
+    _check_complete(path, data, kind)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # ANYDEPTH keeps 16-bit; ANYCOLOR keeps grey/colour; EXIF orientation is honoured unless
+    # IMREAD_IGNORE_ORIENTATION is given (IMREAD_UNCHANGED would drop it).
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if img is None:
+        raise ImageReadError(f"{source}: corrupt or unsupported {kind} data; re-export the image")
+    if img.ndim == 3 and img.shape[2] == 3 and kind in ("PNG", "TIFF"):
+        # keep alpha if present: decode again unchanged only when the file has 4 channels
+        full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
+            img = full
+    if img.size == 0 or img.shape[0] * img.shape[1] > MAX_PIXELS:
+        raise ImageReadError(f"{source}: image size {img.shape[:2]} is outside what the station accepts")
+    rgb = to_rgb_uint8(img)
+    if max_side and max(rgb.shape[:2]) > max_side:
+        scale = max_side / max(rgb.shape[:2])
+        new = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        log.info("%s: downscaling %sx%s to %sx%s", source, rgb.shape[1], rgb.shape[0], *new)
+        rgb = cv2.resize(rgb, new, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def read_image(path: str | os.PathLike[str], max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """Read an image file into RGB uint8 HxWx3 (see module docstring)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()  # works for non-ASCII paths, unlike cv2.imread on some platforms
+    except FileNotFoundError:
+        raise ImageReadError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{p}: is a folder, not an image") from None
+    except OSError as exc:
+        raise ImageReadError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageReadError(f"{p}: empty file (0 bytes); the copy may still be in progress")
+    return decode_image(data, str(p), max_side)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def array_sha256(img: np.ndarray) -> str:
+    """Hash of decoded pixels plus shape (for frames that have no file)."""
+    h = hashlib.sha256(str(img.shape).encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """Image files in a folder, sorted by name (natural enough for camera counters)."""
+    root = Path(folder)
+    it = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in it if p.is_file() and is_image_file(p))
+
+
+def resize_square(img: np.ndarray, size: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """Squash-resize to size×size (no crop), as the CLIP pipelines expect."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return cv2.resize(img, (size, size), interpolation=interpolation)
+
+
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write RGB (or grey) uint8 as PNG atomically; raises OSError with the path on failure."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    arr = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, enc = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError(f"{p}: PNG encoding failed")
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(enc.tobytes())
+    os.replace(tmp, p)
+    return p
+
+
+def colorize_map(amap: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """Jet colormap (anomalib's default) of a float map, RGB uint8."""
+    span = max(vmax - vmin, 1e-12)
+    u8 = (np.clip((amap - vmin) / span, 0, 1) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def render_overlay(
+    image: np.ndarray,
+    amap: np.ndarray | None,
+    regions: Sequence[Region] = (),
+    gt_mask: np.ndarray | None = None,
+    alpha: float = 0.45,
+    vmax: float = 1.0,
+) -> np.ndarray:
+    """Heatmap blended on the image, predicted contours red with score labels, ground truth white."""
+    out = image.copy()
+    if amap is not None:
+        heat = colorize_map(cv2.resize(amap, (image.shape[1], image.shape[0])), 0.0, vmax)
+        out = cv2.addWeighted(out, 1 - alpha, heat, alpha, 0)
+    thick = max(1, round(max(image.shape[:2]) / 400))
+    if gt_mask is not None and gt_mask.any():
+        cs, _ = cv2.findContours(gt_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, cs, -1, (255, 255, 255), thick)
+    for r in regions:
+        if r.mask is not None and r.mask.any():
+            cs, _ = cv2.findContours(r.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, cs, -1, (255, 0, 0), thick)
+        x0, y0, x1, y1 = r.box
+        cv2.rectangle(out, (x0, y0), (x1, y1), (255, 64, 64), thick)
+        cv2.putText(
+            out, f"{r.label} {r.score:.2f}", (x0, max(y0 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thick, (255, 255, 0), thick, cv2.LINE_AA,
+        )
+    return out

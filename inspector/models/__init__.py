@@ -1,0 +1,1 @@
+"""Foundation models: the weight store, the hub and one wrapper per library."""

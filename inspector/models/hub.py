@@ -87,6 +87,17 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dt
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+@contextlib.contextmanager
+def inference_autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Inference mode plus autocast to ``dtype`` on ``device`` (plain inference mode for fp32)."""
+    with torch.inference_mode():
+        if dtype == torch.float32:
+            yield
+        else:
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
+
+
 def wrapper_class(kind: str) -> type:
     try:
         target = WRAPPERS[kind]
@@ -167,12 +178,8 @@ class ModelHub:
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
         """Inference mode plus autocast to the hub's compute dtype (no-op for fp32)."""
-        with torch.inference_mode():
-            if self.dtype == torch.float32:
-                yield
-            else:
-                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                    yield
+        with inference_autocast(self.device, self.dtype):
+            yield
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"

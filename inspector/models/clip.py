@@ -1,0 +1,109 @@
+"""open_clip wrapper: model + tokenizer, text and image encoders, preprocessing.
+
+Dense (GEM) features live in :mod:`inspector.models.gem`; this module is the only place that
+builds open_clip models and loads their weights (through the model store — never a hub).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from inspector.imaging import resize_square
+from inspector.models.hub import inference_autocast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipModel:
+    """A loaded open_clip ``CLIP`` on one device, with its tokenizer."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        dtype: torch.dtype,
+        key: str,
+        tokenizer: Any = None,
+        mean: tuple[float, float, float] = OPENAI_MEAN,
+        std: tuple[float, float, float] = OPENAI_STD,
+    ) -> None:
+        import open_clip
+
+        self.model = model.to(device).eval()
+        self.device = device
+        self.dtype = dtype
+        self.key = key
+        self.tokenizer = tokenizer or open_clip.tokenizer.SimpleTokenizer(context_length=int(model.context_length))
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.patch_size = int(model.visual.patch_size[0] if isinstance(model.visual.patch_size, (tuple, list))
+                              else model.visual.patch_size)
+        self.text_calls = 0  # counted by tests: cached prompts must not be re-encoded
+        self.image_calls = 0
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, device: torch.device, dtype: torch.dtype, key: str = "*") -> ClipModel:
+        return cls(module, device, dtype, key)
+
+    @classmethod
+    def from_store(cls, store: ModelStore, key: str, device: torch.device, dtype: torch.dtype) -> ClipModel:
+        import open_clip
+        from open_clip.factory import convert_state_dict, resize_pos_embed
+
+        entry = store.entry(key)
+        options = dict(getattr(entry, "options", None) or {})
+        model = open_clip.create_model(
+            entry.arch, pretrained=None, force_quick_gelu=bool(options.get("quick_gelu", False))
+        )
+        state = convert_state_dict(model, store.load_state_dict(key))
+        resize_pos_embed(state, model)
+        model.load_state_dict(state, strict=True)
+        tokenizer = open_clip.get_tokenizer(entry.arch)
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        return cls(model, device, dtype, key, tokenizer,
+                   tuple(cfg.get("mean", OPENAI_MEAN)), tuple(cfg.get("std", OPENAI_STD)))
+
+    # ----------------------------------------------------------------- inputs
+    def preprocess(self, images: list[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
+        """Squash-resize RGB uint8 images to size×size (bicubic, no crop) and normalise: B×3×S×S."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = [images]
+        batch = np.stack([resize_square(im, size) for im in images])
+        x = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    # ----------------------------------------------------------------- encoders
+    def encode_text(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised text embeddings (N×D, float32, on the model's device)."""
+        outs = []
+        for i in range(0, len(prompts), batch_size):
+            tokens = self.tokenizer(prompts[i : i + batch_size]).to(self.device)
+            with inference_autocast(self.device, self.dtype):
+                emb = self.model.encode_text(tokens)
+            outs.append(torch.nn.functional.normalize(emb.float(), dim=-1))
+            self.text_calls += 1
+        return torch.cat(outs) if outs else torch.empty(0, self.embed_dim, device=self.device)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image (CLS) embeddings for a preprocessed batch (B×D, float32)."""
+        with inference_autocast(self.device, self.dtype):
+            emb = self.model.encode_image(x)
+        self.image_calls += 1
+        return torch.nn.functional.normalize(emb.float(), dim=-1)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 0

@@ -1,18 +1,298 @@
-"""``inspector inspect``: filled in by its issue (see README)."""
+"""``inspector inspect``: run a product profile over images and write one result set per image.
+
+For every input image ``DIR/<stem>.json`` (image path, sha256, profile name/version/hash, pipeline,
+image score, verdict, regions, timings per stage), ``DIR/<stem>_heatmap.png`` (jet colormap of the
+anomaly map on the profile's 0..1 scale) and ``DIR/<stem>_overlay.png`` (heatmap blended on the image,
+region contours and boxes). Two inputs with the same file name get distinct stems (``name``,
+``name_2``, …), never overwriting each other or an input file. Exit codes: 0 all inspected, 1 some
+inputs failed (each reported on stderr and in its JSON ``error`` field), 2 usage errors (bad
+profile, missing weights, unwritable output folder).
+
+The helpers here (hub, profile and output-folder checks) are shared with ``inspector eval``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import logging
+import os
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from inspector.cli import EXIT_USAGE
+from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.inspection import Inspector
+    from inspector.models.hub import ModelHub
+    from inspector.profile import ProductProfile
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_GLOB_CHARS = set("*?[")
 
 
+# --------------------------------------------------------------------------------- shared helpers
+def model_errors() -> tuple[type[BaseException], ...]:
+    """The model store's "missing / corrupt weights" exceptions (empty if the store is absent)."""
+    try:
+        from inspector.models import store
+    except ImportError:
+        return ()
+    names = ("ModelStoreError", "ModelMissingError", "ModelCorruptError")
+    return tuple(getattr(store, n) for n in names if hasattr(store, n))
+
+
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: from settings)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="compute precision (default: from settings)")
+
+
+def make_hub(args: argparse.Namespace) -> ModelHub:
+    """A model hub on the requested device/precision (settings fill what is not given)."""
+    from inspector.models.hub import ModelHub
+    from inspector.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from exc
+    device = args.device or settings.device
+    precision = args.precision or settings.precision
+    try:
+        return ModelHub(device=device, precision=precision)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--device {device} --precision {precision}: {exc}") from exc
+
+
+def load_profile_arg(path: str | Path) -> ProductProfile:
+    from inspector.profile import ProfileError, load_profile
+
+    try:
+        return load_profile(path)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def prepare_inspector(profile: ProductProfile, hub: ModelHub, pipeline: str | None = None) -> Inspector:
+    """Build and prepare an :class:`Inspector`; every failure becomes a :class:`UsageError` (exit 2)."""
+    from inspector.inspection import Inspector
+
+    name = pipeline or profile.pipeline
+    try:
+        inspector = Inspector(profile, hub, pipeline)
+    except ImportError as exc:
+        raise UsageError(f"pipeline {name!r} is not available in this installation ({exc})") from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        inspector.prepare()
+    except model_errors() as exc:
+        raise UsageError(f"{exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - anything here is a profile/installation problem to report
+        log.debug("prepare failed", exc_info=True)
+        raise UsageError(f"cannot prepare pipeline {name!r} for profile {profile.name!r}: {exc}") from exc
+    return inspector
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create ``folder`` and prove it is writable, or raise a :class:`UsageError` saying why."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".inspector-write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write to output folder {folder}: {exc.strerror or exc}; choose another --out or fix its permissions"
+        ) from exc
+    return folder
+
+
+# ----------------------------------------------------------------------------------- inputs
+def collect_inputs(items: Iterable[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """Expand files, folders and glob patterns; returns (unique image paths in order, unmatched items)."""
+    from inspector.imaging import is_image_file, list_images
+
+    found: list[Path] = []
+    unmatched: list[str] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(p)
+
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            images = list_images(p, recursive=recursive)
+            if not images:
+                unmatched.append(f"{item} (folder without images)")
+            for q in images:
+                add(q)
+        elif p.exists() or p.is_symlink():
+            add(p)  # an explicit file is tried even with an odd extension; the reader says what is wrong
+        elif _GLOB_CHARS & set(item):
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(item), recursive=True))
+            images = [m for m in matches if m.is_file() and is_image_file(m)]
+            if not images:
+                unmatched.append(f"{item} (pattern matches no image)")
+            for q in images:
+                add(q)
+        else:
+            add(p)  # a named file that is missing: the reader reports it in its JSON
+    return found, unmatched
+
+
+def output_stems(paths: list[Path], out_dir: Path) -> list[str]:
+    """A distinct output stem per input: ``<stem>``, then ``<stem>_2``, ``<stem>_3``… on collisions.
+
+    Comparison ignores case (case-insensitive file systems) and a stem is skipped when one of its
+    output files would be an input image (``--out`` pointing at an input folder).
+    """
+    inputs = {p.resolve() for p in paths}
+    used: set[str] = set()
+    stems: list[str] = []
+    for p in paths:
+        base = p.stem or "image"
+        stem, k = base, 2
+        while stem.lower() in used or any((out_dir / f).resolve() in inputs for f in output_names(stem).values()):
+            stem, k = f"{base}_{k}", k + 1
+        used.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def output_names(stem: str) -> dict[str, str]:
+    return {"json": f"{stem}.json", "heatmap": f"{stem}_heatmap.png", "overlay": f"{stem}_overlay.png"}
+
+
+# ----------------------------------------------------------------------------------- command
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="(not available yet)")
+    p = sub.add_parser(
+        "inspect",
+        help="inspect images with a product profile; writes JSON, heatmap and overlay per image",
+        description="Run a product profile's pipeline over images (files, folders, glob patterns) and "
+        "write DIR/<stem>.json, DIR/<stem>_heatmap.png and DIR/<stem>_overlay.png for each. Exit 1 when "
+        "some inputs failed, 2 on a broken profile, missing weights or an unwritable output folder.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--profile", required=True, help="profile folder, its profile.yaml, or a profile name")
+    p.add_argument("--pipeline", default=None, help="override the profile's pipeline (variation, fade, saa, clipsam)")
+    add_device_arguments(p)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of INPUT folders")
     p.set_defaults(func=run)
 
 
+def _error_doc(path: Path, inspector: Inspector, error: str) -> dict[str, Any]:
+    from inspector.imaging import file_sha256
+
+    try:
+        sha = file_sha256(path)
+    except OSError:
+        sha = None
+    prof = inspector.profile
+    return {
+        "image_path": str(path),
+        "image_sha256": sha,
+        "profile": {"name": prof.name, "version": prof.version, "hash": prof.content_hash()},
+        "pipeline": inspector.pipeline,
+        "image_score": None,
+        "verdict": None,
+        "regions": [],
+        "error": error,
+    }
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def inspect_one(inspector: Inspector, path: Path, out_dir: Path, stem: str) -> dict[str, Any]:
+    """Inspect one image and write its three files; returns the JSON document.
+
+    Raises :class:`~inspector.imaging.ImageReadError` for an unreadable image (nothing but the
+    error JSON is then written by the caller) and ``OSError`` when the outputs cannot be written.
+    """
+    from inspector.imaging import colorize_map, file_sha256, read_image, render_overlay, write_png
+
+    image = read_image(path)
+    sha = file_sha256(path)
+    ins = inspector.inspect(image, image_path=path, image_sha256=sha)
+    names = output_names(stem)
+    amap = ins.detection.anomaly_map
+    write_png(out_dir / names["heatmap"], colorize_map(amap, 0.0, 1.0))
+    write_png(out_dir / names["overlay"], render_overlay(image, amap, ins.regions))
+    doc = ins.to_json()
+    doc["image_size"] = [int(image.shape[1]), int(image.shape[0])]
+    doc["outputs"] = {"heatmap": names["heatmap"], "overlay": names["overlay"]}
+    doc["error"] = None
+    _write_json(out_dir / names["json"], doc)
+    return doc
+
+
+def _write_failure(path: Path, out_dir: Path, exc: OSError) -> str:
+    return (
+        f"cannot write results for {path} to {exc.filename or out_dir}: {exc.strerror or exc}; "
+        "free disk space or choose another --out (results written so far are complete)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    print("inspector inspect: not available in this build", file=sys.stderr)
-    return EXIT_USAGE
+    from tqdm import tqdm
+
+    from inspector.imaging import ImageReadError
+
+    profile = load_profile_arg(args.profile)
+    paths, unmatched = collect_inputs(args.inputs, args.recursive)
+    for item in unmatched:
+        print(f"error: {item}", file=sys.stderr)
+    if not paths:
+        raise UsageError("no input images: " + "; ".join(unmatched))
+    out_dir = ensure_writable_dir(Path(args.out))
+    hub = make_hub(args)
+    inspector = prepare_inspector(profile, hub, args.pipeline)
+
+    stems = output_stems(paths, out_dir)
+    counts = {"PASS": 0, "FAIL": 0, "error": 0}
+    with tqdm(total=len(paths), unit="img", file=sys.stderr, desc="inspect", disable=None) as bar:
+        for path, stem in zip(paths, stems):
+            error: str | None = None
+            try:
+                doc = inspect_one(inspector, path, out_dir, stem)
+            except ImageReadError as exc:
+                error = str(exc)
+            except model_errors() as exc:
+                raise UsageError(str(exc)) from exc
+            except OSError as exc:
+                raise UsageError(_write_failure(path, out_dir, exc)) from exc
+            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+                log.debug("inspecting %s failed", path, exc_info=True)
+                error = f"{path}: inspection failed: {type(exc).__name__}: {exc}"
+            if error is None:
+                counts[doc["verdict"]] += 1
+                tqdm.write(f"{doc['verdict']}  {doc['image_score']:.4f}  {path}", file=sys.stdout)
+            else:
+                counts["error"] += 1
+                tqdm.write(f"error: {error}", file=sys.stderr)
+                try:
+                    _write_json(out_dir / output_names(stem)["json"], _error_doc(path, inspector, error))
+                except OSError as exc:
+                    raise UsageError(_write_failure(path, out_dir, exc)) from exc
+            bar.update()
+
+    failed = counts["error"] + len(unmatched)
+    print(
+        f"inspected {len(paths)} images: {counts['PASS']} PASS, {counts['FAIL']} FAIL, "
+        f"{counts['error']} failed; results in {out_dir}"
+    )
+    return EXIT_FAILED_INPUTS if failed else EXIT_OK

@@ -6,6 +6,7 @@ builds open_clip models and loads their weights (through the model store — nev
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,15 @@ import numpy as np
 import torch
 
 from inspector.imaging import resize_square
+from inspector.models.gem import DenseTokens, GemEncoder, resample_positional_embedding
 from inspector.models.hub import inference_autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.store import ModelStore
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ClipModel", "resample_positional_embedding"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -51,7 +55,9 @@ class ClipModel:
         self.patch_size = int(model.visual.patch_size[0] if isinstance(model.visual.patch_size, (tuple, list))
                               else model.visual.patch_size)
         self.text_calls = 0  # counted by tests: cached prompts must not be re-encoded
-        self.image_calls = 0
+        self.image_calls = 0  # image forwards (CLS or dense)
+        self._gem: GemEncoder | None = None
+        self._fingerprint: str | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -86,7 +92,7 @@ class ClipModel:
         return (x - self.mean) / self.std
 
     # ----------------------------------------------------------------- encoders
-    def encode_text(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
+    def encode_text(self, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised text embeddings (N×D, float32, on the model's device)."""
         outs = []
         for i in range(0, len(prompts), batch_size):
@@ -107,3 +113,33 @@ class ClipModel:
     @property
     def embed_dim(self) -> int:
         return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 0
+
+    # ----------------------------------------------------------------- dense (GEM) features
+    @property
+    def gem(self) -> GemEncoder:
+        """The GEM encoder over this model's vision tower (built once)."""
+        if self._gem is None:
+            self._gem = GemEncoder(self.model.visual)
+        return self._gem
+
+    def encode_dense(self, x: torch.Tensor) -> DenseTokens:
+        """GEM and CLIP tokens (CLS + patches, projected, normalised) of a preprocessed batch."""
+        with inference_autocast(self.device, self.dtype):
+            out = self.gem(x)
+        self.image_calls += 1
+        return out
+
+    @property
+    def fingerprint(self) -> str:
+        """Key + a hash of the projection weights: tells two models apart in cache keys even
+        when they were injected under the same key (tests, tools)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.key.encode())
+            for name in ("text_projection", "visual.proj", "visual.positional_embedding"):
+                obj: Any = self.model
+                for part in name.split("."):
+                    obj = getattr(obj, part, None)
+                if isinstance(obj, torch.Tensor):
+                    h.update(obj.detach().float().cpu().numpy().tobytes())
+            self._fingerprint = f"{self.key}:{h.hexdigest()[:16]}"
+        return self._fingerprint

@@ -91,3 +91,78 @@ def write_tiny_clip_checkpoint(path: Path, seed: int = 0) -> Path:
     """Save a tiny CLIP state dict (as open_clip checkpoints are saved) for store/loader tests."""
     torch.save(tiny_clip(seed).state_dict(), path)
     return path
+
+
+# --------------------------------------------------------------------------- GroundingDINO
+TINY_GROUNDING_WORDS = (
+    "defect", "damage", "flaw", "on", "of", "the", "a", "widget", "bottle", "object", "nut", "metal",
+    "crack", "scratch", "hole", "black", "white", "red", "broken", "part", "contamination", "stain",
+    "thread", "spot", "pcb", "bent", "wire", "color",
+)
+
+
+def write_tiny_bert(folder: Path, seed: int = 0, words: tuple[str, ...] = TINY_GROUNDING_WORDS,
+                    hidden: int = 32, layers: int = 2) -> Path:
+    """A 2-layer random BERT saved with ``save_pretrained`` plus a small ``vocab.txt`` (offline)."""
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", ","]
+    vocab += [w for w in words if w not in vocab]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text('{"do_lower_case": true, "model_max_length": 256}', encoding="utf-8")
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=256)
+    BertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def tiny_grounding(tmp_dir: Path, seed: int = 0, num_queries: int = 30, enc_layers: int = 1, dec_layers: int = 2):
+    """groundingdino ``GroundingDINO`` with a tiny Swin, 1 fusion-encoder / 2 decoder layers, 30 queries.
+
+    The hidden width stays 256: groundingdino's encoder hard-codes 256-d text position encodings.
+
+    Built from groundingdino's own classes (``SwinTransformer``, ``Joiner``, ``PositionEmbeddingSineHW``,
+    ``build_transformer``, ``GroundingDINO``) with the Swin-T OGC config's structure (4 feature
+    levels, two-stage query selection, text enhancer, fusion layers, text cross-attention) at small
+    widths; the text encoder is a 2-layer BERT written to ``tmp_dir/bert`` with a local vocabulary
+    (:data:`TINY_GROUNDING_WORDS`). Returns ``(model, bert_folder)``.
+    """
+    from groundingdino.models.GroundingDINO.backbone.backbone import Joiner
+    from groundingdino.models.GroundingDINO.backbone.position_encoding import PositionEmbeddingSineHW
+    from groundingdino.models.GroundingDINO.backbone.swin_transformer import SwinTransformer
+    from groundingdino.models.GroundingDINO.groundingdino import GroundingDINO
+    from groundingdino.models.GroundingDINO.transformer import build_transformer
+
+    from inspector.models.grounding import load_config
+
+    hidden_dim = 256
+    bert = write_tiny_bert(Path(tmp_dir) / "bert", seed)
+    args = load_config("GroundingDINO_SwinT_OGC", dict(
+        hidden_dim=hidden_dim, nheads=8, dim_feedforward=256, enc_layers=enc_layers,
+        dec_layers=dec_layers, num_queries=num_queries, text_encoder_type=str(bert),
+    ))
+    torch.manual_seed(seed)
+    swin = SwinTransformer(pretrain_img_size=224, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
+                           window_size=7, drop_path_rate=0.0, out_indices=(1, 2, 3))
+    backbone = Joiner(swin, PositionEmbeddingSineHW(hidden_dim // 2, temperatureH=args.pe_temperatureH,
+                                                    temperatureW=args.pe_temperatureW, normalize=True))
+    backbone.num_channels = list(swin.num_features[1:])
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = GroundingDINO(
+            backbone, build_transformer(args), num_queries=num_queries, aux_loss=True, iter_update=True,
+            query_dim=4, num_feature_levels=args.num_feature_levels, nheads=args.nheads,
+            dec_pred_bbox_embed_share=args.dec_pred_bbox_embed_share, two_stage_type=args.two_stage_type,
+            two_stage_bbox_embed_share=args.two_stage_bbox_embed_share,
+            two_stage_class_embed_share=args.two_stage_class_embed_share, num_patterns=args.num_patterns,
+            dn_number=0, dn_box_noise_scale=args.dn_box_noise_scale, dn_label_noise_ratio=args.dn_label_noise_ratio,
+            dn_labelbook_size=args.dn_labelbook_size, text_encoder_type=str(bert),
+            sub_sentence_present=args.sub_sentence_present, max_text_len=args.max_text_len,
+        )
+    model.eval()
+    return model, bert

@@ -1,0 +1,53 @@
+"""Archive beside the records: the overlay PNG of each decision and (optionally) the image itself.
+
+Layout: ``<archive_dir>/<YYYY-MM-DD>/<record uid>_overlay.png`` and ``<uid>_<original name>``
+(or ``<uid>_frame.png`` for camera frames). :func:`plan_archive` decides the paths before the
+record is saved (so the record names them); :func:`write_archive` writes the files and can run
+in a background thread after the decision is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inspector.imaging import write_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    overlay: Path
+    image: Path | None
+
+
+def plan_archive(archive_dir: str | Path, uid: str, timestamp: str, image_path: str | Path | None,
+                 archive_image: bool) -> ArchivePlan:
+    day = timestamp[:10] if len(timestamp) >= 10 else "undated"
+    folder = Path(archive_dir) / day
+    image = None
+    if archive_image:
+        name = Path(image_path).name if image_path else "frame.png"
+        image = folder / f"{uid}_{name}"
+    return ArchivePlan(folder / f"{uid}_overlay.png", image)
+
+
+def write_archive(plan: ArchivePlan, overlay: np.ndarray, image: np.ndarray | None,
+                  image_path: str | Path | None) -> None:
+    """Write the overlay and the image copy (a file is copied byte for byte; a frame as PNG)."""
+    write_png(plan.overlay, overlay)
+    if plan.image is None:
+        return
+    if image_path is not None and Path(image_path).is_file():
+        plan.image.parent.mkdir(parents=True, exist_ok=True)
+        tmp = plan.image.with_name(plan.image.name + ".tmp")
+        shutil.copy2(image_path, tmp)
+        os.replace(tmp, plan.image)
+    elif image is not None:
+        write_png(plan.image, image)

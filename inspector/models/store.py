@@ -1,0 +1,1018 @@
+"""The model weight store: a manifest of known checkpoints and the folder that holds them.
+
+``resources/models.yaml`` lists every checkpoint a pipeline can load (key, kind, architecture,
+file names, sha256 or its published prefix, size, licence, source URL). On disk the store is::
+
+    <model_dir>/<key>/<file>          the checkpoint files, exactly as published
+    <model_dir>/installed.json        sha256 (and size, mtime) of every file as installed
+
+``installed.json`` doubles as a digest cache: a file whose size and mtime match its record is not
+hashed again by :meth:`ModelStore.status`; :meth:`ModelStore.verify` with ``full=True`` always
+re-hashes. Hashing streams in 1 MiB chunks, so multi-GB files never sit in memory.
+
+Errors say what to do: :class:`ModelMissingError` and :class:`ModelCorruptError` name the key, the
+expected path and the command that fixes it (``inspector models download <key>`` or
+``inspector models import <bundle>``).
+
+Loading never unpickles arbitrary Python: ``torch.load(weights_only=True)`` (plus, per entry, a
+short allow-list of plain types), safetensors, or — for OpenAI's TorchScript CLIP archives —
+``torch.jit.load``, whose format holds tensors and TorchScript code but no Python pickles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import json
+import logging
+import os
+import pickle
+import re
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+"""Fraction done in [0, 1] and a short message (same contract as ``inspector.detect.base.Progress``)."""
+
+Status = Literal["installed", "missing", "corrupt"]
+FileState = Literal["ok", "missing", "corrupt"]
+KINDS = ("clip", "sam", "grounding", "backbone", "adapter")
+RECORDS_FILE = "installed.json"
+CHUNK = 1 << 20
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_PART_SUFFIX = ".part"
+_IMPORT_SUFFIX = ".import-tmp"
+
+# Python types a checkpoint may contain besides tensors/containers, by the name the manifest uses.
+# Only these can be allow-listed; the manifest cannot name arbitrary importable objects.
+SAFE_GLOBALS: dict[str, Any] = {"argparse.Namespace": argparse.Namespace}
+
+
+def default_manifest_path() -> Path:
+    from inspector.settings import resources_dir
+
+    return resources_dir() / "models.yaml"
+
+
+def fix_command(key: str) -> str:
+    return (
+        f"`inspector models download {key}`, or on a station without internet "
+        "`inspector models import <bundle folder or archive>`"
+    )
+
+
+# ---------------------------------------------------------------------------------------- errors
+class ModelStoreError(RuntimeError):
+    """Base class of the store's errors."""
+
+
+class ModelMissingError(ModelStoreError):
+    """A checkpoint is not installed. ``key``, ``path`` and ``command`` say which, where and how."""
+
+    def __init__(self, key: str, path: Path, detail: str = "") -> None:
+        self.key, self.path, self.command = key, Path(path), f"inspector models download {key}"
+        what = f": {detail}" if detail else ""
+        super().__init__(
+            f"model {key!r} is not installed{what} (expected {path}). Install it with {fix_command(key)}."
+        )
+
+
+class ModelCorruptError(ModelStoreError):
+    """A checkpoint's size or checksum does not match the manifest, or it cannot be read."""
+
+    def __init__(self, key: str, path: Path, detail: str) -> None:
+        self.key, self.path, self.command = key, Path(path), f"inspector models download {key}"
+        self.detail = detail
+        super().__init__(f"model {key!r}: {path} is corrupt: {detail}. Replace it with {fix_command(key)}.")
+
+
+class BundleRejectedError(ModelCorruptError):
+    """Some files of an import bundle failed verification (the good ones were installed)."""
+
+    def __init__(self, src: Path, imported: list[str], failures: list[str]) -> None:
+        self.key, self.path, self.command = "", Path(src), "inspector models import"
+        self.imported, self.failures = imported, failures
+        done = f"imported {', '.join(imported)}; " if imported else "nothing imported; "
+        self.detail = f"{done}{len(failures)} file(s) rejected:\n  " + "\n  ".join(failures)
+        ModelStoreError.__init__(self, f"{src}: {self.detail}")
+
+
+class ModelDownloadError(ModelStoreError):
+    """A download could not start or was interrupted (a partial file may be kept for resuming)."""
+
+
+class UnknownModelError(ModelStoreError, KeyError):
+    """A key that the manifest does not list; the message lists the known keys."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ManifestError(ModelStoreError):
+    """``models.yaml`` is unreadable or invalid; the message names the file and the field."""
+
+
+# -------------------------------------------------------------------------------------- manifest
+_HEX = re.compile(r"^[0-9a-f]+$")
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+class _FileSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    sha256: str | None = None
+    git_blob_sha1: str | None = None
+    size_bytes: int | None = Field(None, alias="bytes", gt=0)
+    url: str | None = None
+    one_of: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().lower()
+        if not _HEX.match(v) or not 6 <= len(v) <= 64:
+            raise ValueError(f"must be 6-64 hex digits (a sha256 or its published prefix), got {v!r}")
+        return v
+
+    @field_validator("git_blob_sha1")
+    @classmethod
+    def _git(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().lower()
+        if not _HEX.match(v) or len(v) != 40:
+            raise ValueError(f"must be 40 hex digits, got {v!r}")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and urllib.parse.urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v
+
+
+class _EntrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["clip", "sam", "grounding", "backbone", "adapter"]
+    arch: str
+    tag: str = ""
+    description: str = ""
+    licence: str
+    homepage: str = ""
+    size_mb: float = Field(gt=0)
+    requires: list[str] = Field(default_factory=list)
+    state_key: str | None = None
+    drop_keys: list[str] = Field(default_factory=list)
+    safe_globals: list[str] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+    default_file: str | None = None
+    files: dict[str, _FileSpec] = Field(min_length=1)
+
+    @field_validator("files")
+    @classmethod
+    def _names(cls, v: dict[str, _FileSpec]) -> dict[str, _FileSpec]:
+        for name in v:
+            if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+                raise ValueError(f"file name {name!r} must be a plain file name")
+        return v
+
+    @field_validator("safe_globals")
+    @classmethod
+    def _globals(cls, v: list[str]) -> list[str]:
+        unknown = [n for n in v if n not in SAFE_GLOBALS]
+        if unknown:
+            raise ValueError(f"{unknown} not allowed; known: {sorted(SAFE_GLOBALS)}")
+        return v
+
+
+class _ManifestSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = 1
+    models: dict[str, _EntrySpec]
+
+
+@dataclass
+class ModelEntry:
+    """One checkpoint (single file) or checkpoint folder (several files) the store knows."""
+
+    key: str
+    kind: str
+    arch: str
+    files: list[str]
+    sha256: dict[str, str]
+    """file -> full sha256 or its published prefix (files without one are checked otherwise)."""
+    size_mb: float
+    licence: str
+    urls: dict[str, str]
+    tag: str = ""
+    description: str = ""
+    homepage: str = ""
+    file_bytes: dict[str, int] = field(default_factory=dict)
+    git_blob_sha1: dict[str, str] = field(default_factory=dict)
+    one_of: dict[str, list[str]] = field(default_factory=dict)
+    """group name -> alternative files (any one is enough; the first is the one downloaded)."""
+    requires: list[str] = field(default_factory=list)
+    state_key: str | None = None
+    drop_keys: list[str] = field(default_factory=list)
+    safe_globals: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    default_file: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The first file's source URL (the entry's main source)."""
+        return next(iter(self.urls.values()), None)
+
+    @property
+    def multi_file(self) -> bool:
+        return len(self.files) > 1
+
+    def groups(self) -> list[list[str]]:
+        """What must be present: each plain file on its own, each ``one_of`` group as a whole."""
+        seen: set[str] = set()
+        out: list[list[str]] = []
+        for f in self.files:
+            if f in seen:
+                continue
+            group = next((g for g in self.one_of.values() if f in g), [f])
+            seen.update(group)
+            out.append(group)
+        return out
+
+    def has_digest(self, file: str) -> bool:
+        return file in self.sha256 or file in self.git_blob_sha1
+
+
+def load_manifest(path: str | os.PathLike[str]) -> dict[str, ModelEntry]:
+    """Read and validate a manifest; errors name the file and the field path."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the model manifest ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a mapping with a 'models' section")
+    try:
+        spec = _ManifestSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ManifestError(f"{path}: {loc}: {err['msg'].removeprefix('Value error, ')}") from exc
+    entries: dict[str, ModelEntry] = {}
+    for key, e in spec.models.items():
+        if not _KEY.match(key):
+            raise ManifestError(f"{path}: models.{key}: keys are lower-case letters, digits and '_'")
+        groups: dict[str, list[str]] = {}
+        for name, f in e.files.items():
+            if f.one_of:
+                groups.setdefault(f.one_of, []).append(name)
+        if e.default_file is not None and e.default_file not in e.files:
+            raise ManifestError(f"{path}: models.{key}.default_file: {e.default_file!r} is not one of its files")
+        entries[key] = ModelEntry(
+            key=key,
+            kind=e.kind,
+            arch=e.arch,
+            files=list(e.files),
+            sha256={n: f.sha256 for n, f in e.files.items() if f.sha256},
+            size_mb=e.size_mb,
+            licence=e.licence,
+            urls={n: f.url for n, f in e.files.items() if f.url},
+            tag=e.tag,
+            description=e.description,
+            homepage=e.homepage,
+            file_bytes={n: f.size_bytes for n, f in e.files.items() if f.size_bytes},
+            git_blob_sha1={n: f.git_blob_sha1 for n, f in e.files.items() if f.git_blob_sha1},
+            one_of=groups,
+            requires=list(e.requires),
+            state_key=e.state_key,
+            drop_keys=list(e.drop_keys),
+            safe_globals=list(e.safe_globals),
+            options=dict(e.options),
+            default_file=e.default_file,
+        )
+    for key, entry in entries.items():
+        missing = [r for r in entry.requires if r not in entries]
+        if missing:
+            raise ManifestError(f"{path}: models.{key}.requires: unknown keys {missing}")
+    return entries
+
+
+# ---------------------------------------------------------------------------------------- hashing
+def git_blob_sha1_of(path: Path) -> str:
+    """git's blob id of a file: sha1 over ``b"blob <size>\\0"`` + content (streamed)."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """Streaming sha256; ``progress`` receives the bytes read so far."""
+    h = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
+    return h.hexdigest()
+
+
+def _short(digest: str | None) -> str:
+    return (digest[:12] + "…") if digest and len(digest) > 12 else (digest or "?")
+
+
+def _mismatch(entry: ModelEntry, file: str, size: int, sha: str | None, path: Path) -> str | None:
+    """Why the file does not match the manifest, or None. Hashes ``path`` for git ids if needed."""
+    want = entry.file_bytes.get(file)
+    if want is not None and size != want:
+        return f"size {size} bytes, expected {want} (incomplete copy or download?)"
+    if size == 0:
+        return "empty file"
+    exp = entry.sha256.get(file)
+    if exp is not None and sha is not None and not sha.startswith(exp):
+        kind = "sha256" if len(exp) == 64 else "sha256 prefix"
+        return f"sha256 {_short(sha)} does not match the published {kind} {_short(exp)}"
+    git = entry.git_blob_sha1.get(file)
+    if git is not None:
+        got = git_blob_sha1_of(path)
+        if got != git:
+            return f"git blob id {_short(got)} does not match the published {_short(git)}"
+    return None
+
+
+# --------------------------------------------------------------------------------------- reports
+@dataclass
+class FileCheck:
+    key: str
+    file: str
+    path: Path
+    state: FileState
+    detail: str = ""
+    needed: bool = True
+    """False for a missing alternative whose ``one_of`` group is satisfied by another file."""
+
+
+@dataclass
+class VerifyReport:
+    """Per-file results of :meth:`ModelStore.verify` plus a status per key."""
+
+    checks: list[FileCheck]
+    statuses: dict[str, Status]
+
+    def status(self, key: str) -> Status:
+        return self.statuses[key]
+
+    @property
+    def corrupt_keys(self) -> list[str]:
+        return [k for k, s in self.statuses.items() if s == "corrupt"]
+
+    @property
+    def missing_keys(self) -> list[str]:
+        return [k for k, s in self.statuses.items() if s == "missing"]
+
+    @property
+    def installed_keys(self) -> list[str]:
+        return [k for k, s in self.statuses.items() if s == "installed"]
+
+    @property
+    def ok(self) -> bool:
+        """Every checked key installed and intact."""
+        return all(s == "installed" for s in self.statuses.values())
+
+    def problems(self, key: str | None = None) -> list[FileCheck]:
+        return [c for c in self.checks if (key is None or c.key == key) and c.needed and c.state != "ok"]
+
+
+def _entry_status(entry: ModelEntry, checks: dict[str, FileCheck]) -> Status:
+    if any(c.state == "corrupt" for c in checks.values()):
+        return "corrupt"
+    ok = all(any(checks[f].state == "ok" for f in group) for group in entry.groups())
+    return "installed" if ok else "missing"
+
+
+def _mark_needed(entry: ModelEntry, checks: dict[str, FileCheck]) -> None:
+    for group in entry.groups():
+        if len(group) > 1 and any(checks[f].state == "ok" for f in group):
+            for f in group:
+                if checks[f].state == "missing":
+                    checks[f].needed = False
+
+
+# ---------------------------------------------------------------------------------------- bundle
+@dataclass
+class _Member:
+    """One file inside an import bundle (folder, zip or tar)."""
+
+    name: str  # posix path relative to the bundle root
+    size: int
+    open: Callable[[], IO[bytes]]
+    local: Path | None = None  # the file itself when the bundle is a folder
+
+
+def _skip_member(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return not parts or "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
+
+
+@contextlib.contextmanager
+def _bundle(src: Path) -> Iterator[list[_Member]]:
+    if src.is_dir():
+        members = []
+        for p in sorted(src.rglob("*")):
+            rel = p.relative_to(src).as_posix()
+            if p.is_file() and not _skip_member(rel):
+                members.append(_Member(rel, p.stat().st_size, lambda p=p: open(p, "rb"), p))
+        yield members
+    elif zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as zf:
+            yield [
+                _Member(i.filename, i.file_size, lambda i=i: zf.open(i))
+                for i in zf.infolist()
+                if not i.is_dir() and not _skip_member(i.filename)
+            ]
+    elif tarfile.is_tarfile(src):
+        with tarfile.open(src, "r:*") as tf:
+            yield [
+                _Member(m.name, m.size, lambda m=m: tf.extractfile(m))  # type: ignore[arg-type,return-value]
+                for m in tf.getmembers()
+                if m.isfile() and not _skip_member(m.name)
+            ]
+    else:
+        raise ModelStoreError(f"{src}: not a folder, a .zip or a .tar[.gz] archive; nothing imported")
+
+
+# ----------------------------------------------------------------------------------------- store
+class ModelStore:
+    """The weight store rooted at ``root`` (see module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str], manifest_path: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root).expanduser()
+        self.manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest_path()
+        self._entries = load_manifest(self.manifest_path)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> ModelStore:
+        """The store at ``Settings.model_dir`` (env ``INSPECTOR_MODEL_DIR``) with the packaged manifest."""
+        if settings is None:
+            from inspector.settings import Settings
+
+            settings = Settings.load()
+        return cls(settings.model_dir)
+
+    def __repr__(self) -> str:
+        return f"ModelStore({str(self.root)!r}, {len(self._entries)} entries)"
+
+    # ------------------------------------------------------------------ manifest
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+    def entry(self, key: str) -> ModelEntry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise UnknownModelError(
+                f"unknown model key {key!r}; known keys: {', '.join(self._entries)} (see {self.manifest_path})"
+            ) from None
+
+    def with_requirements(self, keys: Iterable[str]) -> list[str]:
+        """``keys`` plus everything they require (transitively), in a stable order."""
+        out: list[str] = []
+
+        def add(k: str) -> None:
+            if k in out:
+                return
+            out.append(k)
+            for r in self.entry(k).requires:
+                add(r)
+
+        for k in keys:
+            add(k)
+        return out
+
+    def file_path(self, key: str, file: str) -> Path:
+        """Where a file of an entry lives (whether or not it is installed)."""
+        entry = self.entry(key)
+        if file not in entry.files:
+            raise ValueError(f"model {key!r} has no file {file!r}; its files: {', '.join(entry.files)}")
+        return self.root / key / file
+
+    # ------------------------------------------------------------------ records (installed.json)
+    @property
+    def records_path(self) -> Path:
+        return self.root / RECORDS_FILE
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """``{"<key>/<file>": {"sha256", "size", "mtime_ns", "source", "recorded"}}``."""
+        path = self.records_path
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable (%s); digests will be recomputed", path, exc)
+            return {}
+        files = data.get("files") if isinstance(data, dict) else None
+        return files if isinstance(files, dict) else {}
+
+    @contextlib.contextmanager
+    def _records_lock(self) -> Iterator[None]:
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - Windows
+                yield
+                return
+            with open(self.root / ".installed.lock", "a+b") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _record(self, key: str, file: str, path: Path, sha: str, source: str | None = None) -> None:
+        st = path.stat()
+        rel = f"{key}/{file}"
+        try:
+            with self._records_lock():
+                files = self.records()
+                old = files.get(rel, {})
+                files[rel] = {
+                    "sha256": sha,
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "source": source or old.get("source", "found in the store"),
+                    "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+                tmp = self.records_path.with_name(RECORDS_FILE + ".tmp")
+                tmp.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True), encoding="utf-8")
+                os.replace(tmp, self.records_path)
+        except OSError as exc:  # a read-only store still verifies, it just cannot cache
+            log.warning("%s: cannot record the digest of %s (%s)", self.records_path, rel, exc)
+
+    def _sha256(self, key: str, file: str, path: Path, full: bool, progress: Progress | None = None) -> str:
+        """sha256 of an installed file: from the record when size+mtime match (unless ``full``)."""
+        st = path.stat()
+        rec = self.records().get(f"{key}/{file}")
+        if (
+            not full
+            and rec
+            and rec.get("size") == st.st_size
+            and rec.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(rec.get("sha256"), str)
+        ):
+            return rec["sha256"]
+        log.info("hashing %s (%.0f MB)", path, st.st_size / 1e6)
+        msg = f"verifying {key}/{file}"
+        cb = (lambda n: progress(n / max(st.st_size, 1), msg)) if progress else None
+        sha = sha256_of(path, cb)
+        self._record(key, file, path, sha)
+        return sha
+
+    # ------------------------------------------------------------------ checks
+    def check_file(self, key: str, file: str, full: bool = False, progress: Progress | None = None) -> FileCheck:
+        """State of one file of an entry: ``ok``, ``missing`` or ``corrupt`` (with the reason)."""
+        entry = self.entry(key)
+        path = self.file_path(key, file)
+        if not path.exists():
+            return FileCheck(key, file, path, "missing", "not installed")
+        if not path.is_file():
+            return FileCheck(key, file, path, "corrupt", "is not a regular file")
+        size = path.stat().st_size
+        want = entry.file_bytes.get(file)
+        if want is not None and size != want:  # cheap: no hashing needed to see a truncated file
+            return FileCheck(key, file, path, "corrupt", f"size {size} bytes, expected {want}")
+        try:
+            sha = self._sha256(key, file, path, full, progress)
+        except OSError as exc:
+            return FileCheck(key, file, path, "corrupt", f"cannot read ({exc.strerror or exc})")
+        problem = _mismatch(entry, file, size, sha, path)
+        if problem:
+            return FileCheck(key, file, path, "corrupt", problem)
+        detail = "verified" if entry.has_digest(file) else "present (no published digest to check)"
+        return FileCheck(key, file, path, "ok", detail)
+
+    def _checks(self, entry: ModelEntry, full: bool, progress: Progress | None = None) -> dict[str, FileCheck]:
+        checks = {f: self.check_file(entry.key, f, full, progress) for f in entry.files}
+        _mark_needed(entry, checks)
+        return checks
+
+    def status(self, key: str) -> Status:
+        """``installed`` / ``missing`` / ``corrupt`` — cheap after the first check of each file."""
+        entry = self.entry(key)
+        return _entry_status(entry, self._checks(entry, full=False))
+
+    def verify(self, key: str | None = None, full: bool = True, progress: Progress | None = None) -> VerifyReport:
+        """Check every file of ``key`` (or of every entry); ``full`` re-hashes even recorded files."""
+        entries = [self.entry(key)] if key is not None else self.entries()
+        checks: list[FileCheck] = []
+        statuses: dict[str, Status] = {}
+        total = sum(e.size_mb for e in entries) or 1.0
+        done = 0.0
+        for e in entries:
+            sub = None
+            if progress is not None:
+                base, share = done / total, e.size_mb / total
+                sub = lambda f, m, base=base, share=share: progress(base + share * f, m)  # noqa: E731
+            by_file = self._checks(e, full, sub)
+            checks.extend(by_file.values())
+            statuses[e.key] = _entry_status(e, by_file)
+            done += e.size_mb
+        if progress is not None:
+            progress(1.0, "verified")
+        return VerifyReport(checks, statuses)
+
+    def installed_size_mb(self, key: str) -> float:
+        entry = self.entry(key)
+        total = 0
+        for f in entry.files:
+            p = self.root / key / f
+            if p.is_file():
+                total += p.stat().st_size
+        return total / 1e6
+
+    # ------------------------------------------------------------------ paths
+    def path(self, key: str, file: str | None = None) -> Path:
+        """The installed file (or, for a multi-file entry with ``file=None``, its folder).
+
+        Raises :class:`ModelMissingError` / :class:`ModelCorruptError` (with the fixing command).
+        """
+        entry = self.entry(key)
+        if file is None and not entry.multi_file:
+            file = entry.files[0]
+        if file is not None:
+            check = self.check_file(key, file)
+            if check.state == "missing":
+                raise ModelMissingError(key, check.path, f"file {file} is missing" if entry.multi_file else "")
+            if check.state == "corrupt":
+                raise ModelCorruptError(key, check.path, check.detail)
+            return check.path
+        checks = self._checks(entry, full=False)
+        bad = next((c for c in checks.values() if c.state == "corrupt"), None)
+        if bad is not None:
+            raise ModelCorruptError(key, bad.path, bad.detail)
+        absent = [" or ".join(g) for g in entry.groups() if not any(checks[f].state == "ok" for f in g)]
+        if absent:
+            raise ModelMissingError(key, self.root / key, f"missing {', '.join(absent)}")
+        return self.root / key
+
+    def weights_file(self, key: str) -> str:
+        """The file :meth:`load_state_dict` reads when no file is named."""
+        entry = self.entry(key)
+        if entry.default_file:
+            return entry.default_file
+        if not entry.multi_file:
+            return entry.files[0]
+        weights = [f for f in entry.files if f.endswith(WEIGHT_SUFFIXES)]
+        groups = {tuple(g) for g in entry.groups() if set(g) & set(weights)}
+        if len(groups) == 1:
+            group = next(iter(groups))
+            for f in group:  # the first installed alternative, in manifest order
+                if (self.root / key / f).is_file():
+                    return f
+            return group[0]
+        raise ValueError(f"model {key!r} holds several checkpoints ({', '.join(weights)}); pass file=")
+
+    # ------------------------------------------------------------------ loading
+    def load_state_dict(self, key: str, file: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
+        """Load a checkpoint as a state dict, safely (no unrestricted unpickling).
+
+        Unwraps the entry's ``state_key`` (e.g. ``model``, ``trainable_linearlayer``), drops its
+        ``drop_keys`` and strips a ``module.`` prefix left by DistributedDataParallel.
+        """
+        entry = self.entry(key)
+        file = file or self.weights_file(key)
+        path = self.path(key, file)
+        obj = _load_checkpoint(entry, path, map_location)
+        if entry.state_key and isinstance(obj, dict) and entry.state_key in obj:
+            obj = obj[entry.state_key]
+        if not isinstance(obj, dict) or not obj:
+            raise ModelCorruptError(key, path, f"holds a {type(obj).__name__}, not a state dict")
+        state = {k: v for k, v in obj.items() if k not in entry.drop_keys}
+        if all(isinstance(k, str) and k.startswith("module.") for k in state):
+            state = {k[len("module.") :]: v for k, v in state.items()}
+        return state
+
+    # ------------------------------------------------------------------ import
+    def import_from(self, src: str | os.PathLike[str], progress: Progress | None = None) -> list[str]:
+        """Copy the known checkpoints found in a bundle into the store; returns the keys touched.
+
+        ``src`` is a folder or a .zip/.tar[.gz] archive laid out as ``<key>/<file>`` (a copied
+        model folder works) or holding the files flat, matched by file name. Every file is
+        copied to a temporary name while hashing, verified, then renamed into place; a file that
+        fails verification is not installed and :class:`ModelCorruptError` lists it after the
+        good files are in.
+        """
+        src = Path(src).expanduser()
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: no such folder or archive")
+        touched: list[str] = []
+        failures: list[str] = []
+        with _bundle(src) as members:
+            plan = self._plan_import(members)
+            if not plan:
+                raise ModelStoreError(
+                    f"{src}: no known model file found (expected <key>/<file> or the files' own names, "
+                    f"e.g. {self.entries()[0].key}/{self.entries()[0].files[0]}); see `inspector models list`"
+                )
+            total = sum(m.size for _, _, m in plan) or 1
+            done = 0
+            for entry, file, member in plan:
+                def step(n: int, done: int = done, label: str = f"importing {entry.key}/{file}") -> None:
+                    if progress is not None:
+                        progress(min((done + n) / total, 1.0), label)
+
+                try:
+                    self._install_member(entry, file, member, f"import:{src}", step)
+                except ModelCorruptError as exc:
+                    failures.append(f"{member.name}: {exc.detail}")
+                else:
+                    if entry.key not in touched:
+                        touched.append(entry.key)
+                done += member.size
+        if progress is not None:
+            progress(1.0, "import finished")
+        if failures:
+            raise BundleRejectedError(src, touched, failures)
+        return touched
+
+    def _plan_import(self, members: list[_Member]) -> list[tuple[ModelEntry, str, _Member]]:
+        by_name: dict[str, list[ModelEntry]] = {}
+        for e in self.entries():
+            for f in e.files:
+                by_name.setdefault(f, []).append(e)
+        exact: dict[tuple[str, str], _Member] = {}
+        flat: dict[tuple[str, str], _Member] = {}
+        for m in members:
+            parts = PurePosixPath(m.name).parts
+            name = parts[-1]
+            if len(parts) >= 2 and parts[-2] in self._entries and name in self._entries[parts[-2]].files:
+                exact.setdefault((parts[-2], name), m)
+                continue
+            owners = by_name.get(name, [])
+            if len(owners) == 1:
+                flat.setdefault((owners[0].key, name), m)
+            elif len(owners) > 1:
+                log.warning("%s: several models have a file called %s; put it in a <key>/ folder", m.name, name)
+            else:
+                log.info("import: ignoring %s (not a known model file)", m.name)
+        chosen = {**flat, **exact}
+        # archive order keeps streaming tar.gz reads sequential
+        order = {id(m): i for i, m in enumerate(members)}
+        plan = [(self._entries[k], f, m) for (k, f), m in chosen.items()]
+        return sorted(plan, key=lambda t: order[id(t[2])])
+
+    def _install_member(
+        self, entry: ModelEntry, file: str, member: _Member, source: str, step: Callable[[int], None]
+    ) -> None:
+        dest = self.root / entry.key / file
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if member.local is not None and member.local.resolve() == dest.resolve():
+            sha = sha256_of(dest, step)  # importing the store onto itself: verify in place
+            problem = _mismatch(entry, file, dest.stat().st_size, sha, dest)
+            if problem:
+                raise ModelCorruptError(entry.key, dest, problem)
+            self._record(entry.key, file, dest, sha, source)
+            return
+        tmp = dest.with_name(dest.name + _IMPORT_SUFFIX)
+        h = hashlib.sha256()
+        n = 0
+        try:
+            with member.open() as fin, open(tmp, "wb") as fout:
+                for chunk in iter(lambda: fin.read(CHUNK), b""):
+                    fout.write(chunk)
+                    h.update(chunk)
+                    n += len(chunk)
+                    step(n)
+            problem = _mismatch(entry, file, n, h.hexdigest(), tmp)
+            if problem:
+                raise ModelCorruptError(entry.key, Path(member.name), problem)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._record(entry.key, file, dest, h.hexdigest(), source)
+        log.info("installed %s/%s from %s", entry.key, file, source)
+
+    # ------------------------------------------------------------------ download
+    def download(
+        self,
+        key: str | None = None,
+        base_url: str | None = None,
+        progress: Progress | None = None,
+        timeout: float = 60.0,
+    ) -> list[str]:
+        """Download ``key`` (and what it requires), or every entry not yet installed.
+
+        Files come from the manifest URLs, or from ``<base_url>/<key>/<file>`` (a plant mirror laid
+        out like the store). Transfers stream to ``<file>.part``; an interrupted download keeps the
+        part and the next call resumes it with an HTTP Range request (or restarts if the server
+        ignores ranges). A finished file that fails its checksum is deleted and reported.
+        """
+        keys = self.with_requirements([key]) if key else [e.key for e in self.entries()]
+        jobs: list[tuple[ModelEntry, str]] = []
+        for k in keys:
+            entry = self.entry(k)
+            checks = self._checks(entry, full=False)
+            for group in entry.groups():
+                if any(checks[f].state == "ok" for f in group):
+                    continue
+                fetchable = [f for f in group if base_url or f in entry.urls]
+                if not fetchable:
+                    raise ModelDownloadError(
+                        f"model {k!r}: no download URL for {' or '.join(group)}; "
+                        "use `inspector models import <bundle>` or --base-url <mirror>"
+                    )
+                jobs.append((entry, fetchable[0]))
+        total = sum(e.file_bytes.get(f) or e.size_mb * 1e6 / len(e.groups()) for e, f in jobs) or 1.0
+        done = 0.0
+        fetched: list[str] = []
+        for entry, file in jobs:
+            url = (
+                f"{base_url.rstrip('/')}/{urllib.parse.quote(entry.key)}/{urllib.parse.quote(file)}"
+                if base_url
+                else entry.urls[file]
+            )
+            share = entry.file_bytes.get(file) or entry.size_mb * 1e6 / len(entry.groups())
+
+            def step(frac: float, msg: str, base: float = done, share: float = share) -> None:
+                if progress is not None:
+                    progress(min((base + share * frac) / total, 1.0), msg)
+
+            self._download_file(entry, file, url, step, timeout)
+            done += share
+            if entry.key not in fetched:
+                fetched.append(entry.key)
+        if progress is not None:
+            progress(1.0, "download finished")
+        return fetched
+
+    def _download_file(self, entry: ModelEntry, file: str, url: str, step: Progress, timeout: float) -> Path:
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            raise ModelDownloadError(f"{url}: only http(s) URLs can be downloaded; import local files instead")
+        dest = self.root / entry.key / file
+        part = dest.with_name(dest.name + _PART_SUFFIX)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        expected = entry.file_bytes.get(file)
+        label = f"downloading {entry.key}/{file}"
+        offset = part.stat().st_size if part.is_file() else 0
+        if expected is not None and offset > expected:
+            part.unlink()
+            offset = 0
+        h = hashlib.sha256()
+        if offset:
+            with open(part, "rb") as fh:
+                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                    h.update(chunk)
+            log.info("resuming %s at byte %d", url, offset)
+        headers = {"User-Agent": "inspector-model-store", "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        received = offset
+        total = expected
+        try:
+            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and offset:  # nothing after our offset: the part may be complete
+                resp = None
+            else:
+                raise ModelDownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ModelDownloadError(
+                f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason}); check the network, "
+                "use --base-url <mirror>, or `inspector models import <bundle>`"
+            ) from exc
+        if resp is not None:
+            with resp:
+                mode = "ab"
+                if offset and resp.status == 206:
+                    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
+                    if not m or int(m.group(1)) != offset:
+                        raise ModelDownloadError(f"{url}: server answered the wrong range; delete {part} and retry")
+                    if m.group(2) != "*":
+                        total = int(m.group(2))
+                else:
+                    if offset:
+                        log.info("%s: server does not resume; starting over", url)
+                    mode, received, h = "wb", 0, hashlib.sha256()
+                    length = resp.headers.get("Content-Length")
+                    if length and length.isdigit():
+                        total = int(length)
+                try:
+                    with open(part, mode) as fh:
+                        for chunk in iter(lambda: resp.read(CHUNK), b""):
+                            fh.write(chunk)
+                            h.update(chunk)
+                            received += len(chunk)
+                            if total:
+                                step(min(received / total, 1.0), label)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise ModelDownloadError(
+                        f"{url}: interrupted after {received} bytes ({exc}); the partial file {part} is kept, "
+                        "run the same command again to resume"
+                    ) from exc
+            if total is not None and received < total:
+                raise ModelDownloadError(
+                    f"{url}: connection closed after {received} of {total} bytes; the partial file {part} is "
+                    "kept, run the same command again to resume"
+                )
+        sha = h.hexdigest()
+        problem = _mismatch(entry, file, part.stat().st_size, sha, part)
+        if problem:
+            part.unlink(missing_ok=True)
+            raise ModelCorruptError(entry.key, dest, f"download from {url} rejected ({problem}); the file was removed")
+        os.replace(part, dest)
+        self._record(entry.key, file, dest, sha, f"download:{url}")
+        step(1.0, label)
+        log.info("downloaded %s to %s", url, dest)
+        return dest
+
+
+# --------------------------------------------------------------------------------------- loading
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _load_checkpoint(entry: ModelEntry, path: Path, map_location: Any) -> Any:
+    key = entry.key
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError) as exc:
+            raise ModelCorruptError(key, path, f"not a readable safetensors file ({exc})") from exc
+
+    import torch
+
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip and _is_torchscript(path):
+        # OpenAI's CLIP releases are TorchScript archives: tensors + TorchScript code, no Python
+        # pickle; torch.jit.load restores them without importing arbitrary Python objects.
+        try:
+            with warnings.catch_warnings():  # torch >= 2.10 flags jit as deprecated; loading still works
+                warnings.simplefilter("ignore", FutureWarning)
+                return dict(torch.jit.load(str(path), map_location=map_location).state_dict())
+        except RuntimeError as exc:
+            raise ModelCorruptError(key, path, f"not a readable TorchScript archive ({exc})") from exc
+    allowed = [SAFE_GLOBALS[n] for n in entry.safe_globals]
+    t0 = time.perf_counter()
+    try:
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused is None:
+            raise ModelCorruptError(key, path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
+        raise ModelCorruptError(
+            key, path,
+            f"it holds Python objects ({refused.group(1)}) that a weights-only load refuses; if the file "
+            "is genuine, the type must be added to the entry's safe_globals",
+        ) from exc
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelCorruptError(key, path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
+    log.debug("loaded %s in %.2f s", path, time.perf_counter() - t0)
+    return obj

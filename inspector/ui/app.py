@@ -1,0 +1,61 @@
+"""Station bootstrap: ``run_station(profile=..., source=...)`` opens the main window and runs Qt.
+
+``inspector gui`` and ``inspector demo`` reach this module through ``importlib`` so that the
+command line never imports Qt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def has_display() -> bool:
+    """True when Qt can open windows (a display, or an explicit QT_QPA_PLATFORM such as offscreen)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_station(profile: str | Path | None = None, source: str | Path | None = None,
+                source_kind: str | None = None) -> int:
+    """Open the operator station; optionally load ``profile`` and start ``source`` once it is ready.
+
+    ``source`` is a folder (reviewed image by image), a video file, a camera index or a URL;
+    ``source_kind`` (``folder``, ``hot``, ``camera``, ``video``, ``genicam``) overrides the guess.
+    Returns the Qt exit code (0 on a normal close), 2 when the settings cannot be read.
+    """
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtWidgets import QApplication
+
+    from inspector.settings import Settings, SettingsError
+    from inspector.ui.main_window import MainWindow, guess_source_kind
+
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    QCoreApplication.setOrganizationName("Inspector")
+    QCoreApplication.setApplicationName("Station")
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "inspector"])
+    window = MainWindow(settings)
+    window.show()
+    if source is not None:
+        kind = source_kind or guess_source_kind(source)
+        window.set_source(kind, str(source))
+        if profile is None and kind in ("camera", "video", "genicam"):
+            window.start_source(kind, str(source))
+        else:
+            window._pending_source = (kind, str(source))  # started when the profile is ready
+    if profile is not None:
+        window.load_profile(str(profile))
+    elif not window.restore_last_profile():
+        window.view.set_message("Pick a product profile (top left) and a source to start.")
+    return int(app.exec())

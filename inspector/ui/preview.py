@@ -1,0 +1,218 @@
+"""Live preview for the profile editor: re-run only what a profile change affects.
+
+The table :data:`CHANGE_EFFECTS` says, for each profile field, what a change costs:
+
+==========  ===================================================================================
+effect      what the preview does
+==========  ===================================================================================
+none        nothing to recompute (labels, reason codes); the profile object is swapped in
+finish      ``Inspector.retune`` + ``Inspector.finish`` on the cached ``analyse`` result
+prepare     ``prepare`` again (prompts, references, scales, models; detectors cache their own
+            text/reference work) and ``analyse`` again
+pipeline    a new detector (pipeline choice)
+==========  ===================================================================================
+
+A field not in the table counts as ``prepare`` (safe: at worst the preview does more work than
+needed). A parameter section of a pipeline that is not in use changes nothing, nor do the fields
+a pipeline never reads (:data:`UNUSED_BY`: the weight-free pipeline has no prompts). A detector class
+may declare more finish-only parameters with a class attribute ``finish_params`` (dotted paths,
+e.g. ``("variation.smoothing_sigma",)``).
+
+:class:`PreviewEngine` is Qt-free; the editor calls it only inside worker jobs (it runs models).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from inspector.detect import detector_class
+from inspector.detect.base import Progress
+from inspector.imaging import read_image
+from inspector.inspection import Inspection, Inspector
+from inspector.models.hub import ModelHub
+from inspector.profile import PIPELINES, ProductProfile
+
+log = logging.getLogger(__name__)
+
+Effect = Literal["none", "finish", "prepare", "pipeline"]
+_RANK: dict[str, int] = {"none": 0, "finish": 1, "prepare": 2, "pipeline": 3}
+
+# dotted field path (or a prefix of it) -> what a change costs; the longest matching prefix wins
+CHANGE_EFFECTS: dict[str, Effect] = {
+    "name": "none",
+    "version": "none",
+    "description": "none",
+    "author": "none",
+    "reason_codes": "none",
+    "decision": "finish",
+    "roi": "finish",
+    "properties.top_k": "finish",
+    "properties.max_area_ratio": "finish",
+    "properties.min_iou_with_object": "finish",
+    "properties": "prepare",  # object_count, saliency_neighbors shape the analysis
+    "object": "prepare",
+    "prompts": "prepare",
+    "image_scales": "prepare",
+    "reference_shots": "prepare",
+    "models": "prepare",
+    "pipeline": "pipeline",
+}
+
+# profile fields a pipeline never reads: changing them changes nothing in its preview
+UNUSED_BY: dict[str, tuple[str, ...]] = {
+    "variation": ("object", "prompts", "properties", "image_scales", "models"),
+}
+
+# parameter sections each pipeline reads (CLIP→SAM takes its map from FADE)
+SECTIONS_USED: dict[str, frozenset[str]] = {
+    "fade": frozenset({"fade"}),
+    "saa": frozenset({"saa"}),
+    "clipsam": frozenset({"clipsam", "fade"}),
+    "variation": frozenset({"variation"}),
+}
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to ``{"a.b": value}``; lists stay whole (a list is one field)."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def changed_fields(old: ProductProfile, new: ProductProfile) -> list[str]:
+    a, b = flatten(old.to_yaml_dict()), flatten(new.to_yaml_dict())
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _finish_params(pipeline: str) -> tuple[str, ...]:
+    try:
+        return tuple(getattr(detector_class(pipeline), "finish_params", ()))
+    except (ImportError, AttributeError, ValueError):  # detector module not installed / not written
+        return ()
+
+
+def field_effect(path: str, pipeline: str, extra_finish: Iterable[str] = ()) -> Effect:
+    """What a change of one dotted field costs under ``pipeline`` (see the module table)."""
+    if any(path == p or path.startswith(p + ".") for p in extra_finish):
+        return "finish"
+    head = path.split(".", 1)[0]
+    if head in UNUSED_BY.get(pipeline, ()):
+        return "none"
+    if head in PIPELINES:
+        return "prepare" if head in SECTIONS_USED.get(pipeline, {pipeline}) else "none"
+    best, best_len = "prepare", -1
+    for prefix, effect in CHANGE_EFFECTS.items():
+        if (path == prefix or path.startswith(prefix + ".")) and len(prefix) > best_len:
+            best, best_len = effect, len(prefix)
+    return best  # type: ignore[return-value]
+
+
+def change_effect(old: ProductProfile | None, new: ProductProfile) -> Effect:
+    """The costliest effect among the fields that differ between two profiles."""
+    if old is None or old.pipeline != new.pipeline:
+        return "pipeline"
+    extra = _finish_params(new.pipeline)
+    worst: Effect = "none"
+    for path in changed_fields(old, new):
+        eff = field_effect(path, new.pipeline, extra)
+        if _RANK[eff] > _RANK[worst]:
+            worst = eff
+    return worst
+
+
+@dataclass
+class PreviewResult:
+    """What the editor shows: the image, its inspection, and what was recomputed to get it."""
+
+    image: np.ndarray
+    inspection: Inspection
+    effect: Effect
+    analysed: bool
+    threshold: float
+
+
+class PreviewEngine:
+    """Holds one :class:`Inspector` and the ``analyse`` results of recently previewed images.
+
+    Call its methods only from the worker thread (they run models).
+    """
+
+    def __init__(self, cache_images: int = 4) -> None:
+        self.inspector: Inspector | None = None
+        self._analyses: OrderedDict[str, Any] = OrderedDict()
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_images = cache_images
+        self.prepare_count = 0
+        self.analyse_count = 0
+        self._lock = threading.RLock()  # jobs may come from more than one worker thread
+
+    @property
+    def profile(self) -> ProductProfile | None:
+        return self.inspector.profile if self.inspector is not None else None
+
+    def update(self, profile: ProductProfile, hub: ModelHub, progress: Progress | None = None) -> Effect:
+        """Adopt ``profile``, redoing only what its changes require; returns the effect applied."""
+        with self._lock:
+            return self._update(profile, hub, progress)
+
+    def _update(self, profile: ProductProfile, hub: ModelHub, progress: Progress | None) -> Effect:
+        effect = change_effect(self.profile, profile)
+        if effect == "pipeline" or self.inspector is None or self.inspector.hub is not hub:
+            effect = "pipeline"
+            self.inspector = Inspector(profile, hub)
+        if effect in ("pipeline", "prepare"):
+            self._analyses.clear()
+            self.inspector.profile = profile
+            self.inspector.prepare(progress)
+            self.prepare_count += 1
+        else:
+            self.inspector.retune(profile)
+        log.debug("preview: profile %s -> %s", profile.name, effect)
+        return effect
+
+    def image(self, path: str) -> np.ndarray:
+        img = self._images.get(path)
+        if img is None:
+            img = read_image(path)
+            self._images[path] = img
+            while len(self._images) > self._cache_images:
+                self._images.popitem(last=False)
+        return img
+
+    def run(self, path: str, effect: Effect = "none") -> PreviewResult:
+        """Inspect the image at ``path`` with the current profile, reusing its cached analysis."""
+        with self._lock:
+            return self._run(path, effect)
+
+    def _run(self, path: str, effect: Effect) -> PreviewResult:
+        if self.inspector is None:
+            raise RuntimeError("preview has no profile yet; call update() first")
+        image = self.image(path)
+        analysis = self._analyses.get(path)
+        analysed = analysis is None
+        if analysed:
+            analysis = self.inspector.detector.analyse(image)
+            self.analyse_count += 1
+            self._analyses[path] = analysis
+            while len(self._analyses) > self._cache_images:
+                self._analyses.popitem(last=False)
+        inspection = self.inspector.finish(analysis, image, image_path=path)
+        return PreviewResult(image=image, inspection=inspection, effect=effect, analysed=analysed,
+                             threshold=self.inspector.profile.decision.image_threshold)
+
+    def forget(self) -> None:
+        """Drop cached analyses and the inspector (e.g. after a device change)."""
+        with self._lock:
+            self.inspector = None
+            self._analyses.clear()
+            self._images.clear()

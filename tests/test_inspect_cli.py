@@ -1,0 +1,201 @@
+"""``inspector inspect`` end to end: outputs per image, bad inputs, collisions, usage errors."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.cli import main
+from inspector.commands import inspect as inspect_cmd
+from inspector.imaging import file_sha256, read_image, write_png
+from inspector.profile import ProductProfile, save_profile
+from tests.support.diff_detector import register_diff_detector
+from tests.support.tiny_datasets import defect_image, good_image
+
+HAS_VARIATION = importlib.util.find_spec("inspector.detect.variation") is not None
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSPECTOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("INSPECTOR_CONFIG", str(tmp_path / "home" / "settings.yaml"))
+    monkeypatch.setenv("INSPECTOR_DEVICE", "cpu")
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> dict[str, Path]:
+    """A profile with 3 good references, and images: two good, one with a bright square."""
+    rng = np.random.default_rng(0)
+    prof = tmp_path / "prof"
+    rel = []
+    for i in range(3):
+        write_png(prof / "references" / f"r{i}.png", good_image(rng))
+        rel.append(f"references/r{i}.png")
+    p = ProductProfile(name="widget", object="widget", pipeline="variation", reference_shots=rel)
+    p.decision.image_threshold = 0.3
+    p.variation.working_size = 64
+    save_profile(p, prof)
+    imgs = tmp_path / "imgs"
+    write_png(imgs / "good_a.png", good_image(rng))
+    write_png(imgs / "good_b.png", good_image(rng))
+    bad, mask = defect_image(rng, "bright")
+    write_png(imgs / "bad.png", bad)
+    np.save(tmp_path / "bad_mask.npy", mask > 0)
+    return {"profile": prof, "images": imgs, "mask": tmp_path / "bad_mask.npy", "root": tmp_path}
+
+
+def _run(*argv: str) -> int:
+    return main(["inspect", *argv])
+
+
+def test_inspect_writes_json_heatmap_and_overlay(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    name = register_diff_detector(monkeypatch)
+    out = scene["root"] / "out"
+    assert _run("--profile", str(scene["profile"]), "--pipeline", name, str(scene["images"]), "--out", str(out)) == 0
+    docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(docs) == {"good_a", "good_b", "bad"}
+    bad = docs["bad"]
+    assert bad["verdict"] == "FAIL" and bad["error"] is None and bad["pipeline"] == name
+    assert bad["image_sha256"] == file_sha256(scene["images"] / "bad.png")
+    assert bad["image_path"] == str(scene["images"] / "bad.png")
+    assert bad["profile"]["name"] == "widget" and bad["profile"]["version"] == 1
+    assert bad["image_score"] > 0.4 and set(bad["timings"]) >= {"analyse", "finish"}
+    assert bad["image_size"] == [64, 64]
+    # the biggest region is the pasted square
+    ys, xs = np.nonzero(np.load(scene["mask"]))
+    x0, y0, x1, y1 = bad["regions"][0]["box"]
+    assert abs(x0 - xs.min()) <= 3 and abs(y0 - ys.min()) <= 3 and abs(x1 - xs.max() - 1) <= 3
+    assert {"box", "score", "label", "area_px"} <= set(bad["regions"][0])
+    assert docs["good_a"]["verdict"] == "PASS" and docs["good_b"]["verdict"] == "PASS"
+    for stem in docs:
+        heat = read_image(out / f"{stem}_heatmap.png")
+        over = read_image(out / f"{stem}_overlay.png")
+        assert heat.shape == over.shape == (64, 64, 3)
+    # the overlay shows something where the defect is: red contour / heat differs from the plain image
+    over = read_image(out / "bad_overlay.png").astype(int)
+    plain = read_image(scene["images"] / "bad.png").astype(int)
+    assert np.abs(over - plain).max() > 50
+    stdout = capsys.readouterr().out
+    assert "FAIL" in stdout and "2 PASS, 1 FAIL, 0 failed" in stdout
+
+
+def test_corrupt_input_is_reported_and_the_rest_still_run(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    name = register_diff_detector(monkeypatch)
+    (scene["images"] / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)  # truncated JPEG
+    out = scene["root"] / "out"
+    rc = _run("--profile", str(scene["profile"]), "--pipeline", name, str(scene["images"]),
+              str(scene["root"] / "missing.png"), "--out", str(out))
+    assert rc == 1
+    broken = json.loads((out / "zz_broken.json").read_text())
+    assert "truncated JPEG" in broken["error"] and broken["verdict"] is None
+    assert broken["image_sha256"] == file_sha256(scene["images"] / "zz_broken.jpg")
+    missing = json.loads((out / "missing.json").read_text())
+    assert "file not found" in missing["error"]
+    assert not (out / "zz_broken_overlay.png").exists()
+    for stem in ("good_a", "good_b", "bad"):
+        assert json.loads((out / f"{stem}.json").read_text())["error"] is None
+        assert (out / f"{stem}_overlay.png").is_file()
+    err = capsys.readouterr().err
+    assert "zz_broken.jpg" in err and "missing.png" in err
+
+
+def test_same_file_name_in_two_folders_does_not_overwrite(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    name = register_diff_detector(monkeypatch)
+    rng = np.random.default_rng(1)
+    a, b = scene["root"] / "a", scene["root"] / "b"
+    write_png(a / "x.png", good_image(rng))
+    write_png(b / "x.png", defect_image(rng, "dark")[0])
+    out = scene["root"] / "out"
+    assert _run("--profile", str(scene["profile"]), "--pipeline", name, str(a / "x.png"), str(b / "*.png"),
+                str(b / "x.png"), "--out", str(out)) == 0
+    docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(docs) == {"x", "x_2"}  # b/x.png given twice is inspected once
+    assert docs["x"]["image_path"] == str(a / "x.png") and docs["x"]["verdict"] == "PASS"
+    assert docs["x_2"]["image_path"] == str(b / "x.png") and docs["x_2"]["verdict"] == "FAIL"
+
+
+def test_output_stems_never_hit_an_input(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = [folder / "p.png", folder / "p_overlay.png", tmp_path / "other" / "p.png"]
+    stems = inspect_cmd.output_stems(paths, folder)  # --out is the input folder
+    assert stems == ["p_2", "p_overlay", "p_3"]
+    for stem in stems:
+        for f in inspect_cmd.output_names(stem).values():
+            assert folder / f not in paths
+
+
+def test_usage_errors_exit_2(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    name = register_diff_detector(monkeypatch)
+    out = str(scene["root"] / "out")
+    imgs = str(scene["images"])
+    # broken profile
+    broken = scene["root"] / "broken"
+    broken.mkdir()
+    (broken / "profile.yaml").write_text("name: w\nproperties:\n  max_area_ratio: 3\n")
+    assert _run("--profile", str(broken), imgs, "--out", out) == 2
+    assert "properties.max_area_ratio: must be in (0, 1], got 3" in capsys.readouterr().err
+    # unknown pipeline
+    assert _run("--profile", str(scene["profile"]), "--pipeline", "nosuch", imgs, "--out", out) == 2
+    assert "unknown pipeline 'nosuch'" in capsys.readouterr().err
+    # nothing to inspect
+    assert _run("--profile", str(scene["profile"]), str(scene["root"] / "*.tif"), "--out", out) == 2
+    assert "no input images" in capsys.readouterr().err
+    # output folder cannot be created (its parent is a file)
+    blocker = scene["root"] / "blocker"
+    blocker.write_text("x")
+    assert _run("--profile", str(scene["profile"]), "--pipeline", name, imgs, "--out", str(blocker / "o")) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_missing_weights_exit_2(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A detector whose weights are not installed: the store's message, exit 2, nothing written."""
+    from inspector.models.store import ModelMissingError
+
+    name = register_diff_detector(monkeypatch)
+    from tests.support import diff_detector
+
+    def no_weights(self, profile, hub, progress=None):  # noqa: ANN001
+        raise ModelMissingError("clip_vit_b16_plus_240", Path("/models/clip_vit_b16_plus_240/w.pt"))
+
+    monkeypatch.setattr(diff_detector.RefDiffDetector, "prepare", no_weights)
+    out = scene["root"] / "out"
+    assert _run("--profile", str(scene["profile"]), "--pipeline", name, str(scene["images"]), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "'clip_vit_b16_plus_240' is not installed" in err and "Traceback" not in err
+    assert not list(out.glob("*.json"))
+
+
+def test_disk_full_is_a_clear_error(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    name = register_diff_detector(monkeypatch)
+    out = scene["root"] / "out"
+
+    def full(path, rgb):  # noqa: ANN001
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("inspector.imaging.write_png", full)
+    assert _run("--profile", str(scene["profile"]), "--pipeline", name, str(scene["images"]), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "choose another --out" in err
+
+
+@pytest.mark.skipif(not HAS_VARIATION, reason="inspector.detect.variation not written yet")
+def test_inspect_with_the_real_variation_pipeline(scene: dict[str, Path]) -> None:
+    out = scene["root"] / "out"
+    assert _run("--profile", str(scene["profile"]), str(scene["images"] / "*.png"), "--out", str(out)) == 0
+    docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(docs) == {"good_a", "good_b", "bad"}
+    assert all(d["pipeline"] == "variation" and d["error"] is None for d in docs.values())
+    assert docs["bad"]["image_score"] > max(docs["good_a"]["image_score"], docs["good_b"]["image_score"])
+    assert docs["bad"]["verdict"] == "FAIL"
+    assert (out / "bad_overlay.png").is_file() and (out / "bad_heatmap.png").is_file()

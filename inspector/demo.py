@@ -312,18 +312,18 @@ def _render_washer(rng: np.random.Generator, pose: tuple[float, float, float, fl
     img = img * (1 - 0.45 * shadow[..., None])
     # steel: lathe rings (fast in r), brushing streaks (fast in theta), bevels lit from ``light``
     phase = rng.uniform(0, 2 * np.pi)
-    rings = 0.025 * np.sin(r * 1.3 + phase) + 0.015 * np.sin(r * 3.1 + 2 * phase)
+    rings = 0.01 * np.sin(r * 1.3 + phase) + 0.006 * np.sin(r * 3.1 + 2 * phase)
     raw = np.tile(rng.standard_normal((1, 720)).astype(np.float32), (1, 3))
     streak = cv2.GaussianBlur(raw, (0, 0), sigmaX=2.5)[:, 720:1440]  # circular smoothing
     streak /= streak.std() + 1e-6
     idx = (((th - rot) % (2 * np.pi)) / (2 * np.pi) * 720).astype(np.int64) % 720
-    streaks = 0.02 * streak[0, idx]
+    streaks = 0.012 * streak[0, idx]
     outer_bevel = np.clip((r - (_R_OUT - 5)) / 5, 0, 1)
     inner_bevel = np.clip(((_R_IN + 4) - r) / 4, 0, 1)
     facing = np.cos(th - light)
     shade = 0.72 + 0.1 * np.cos(th - light - np.pi) * (r / _R_OUT)  # broad reflection gradient
     shade = shade + 0.25 * facing * outer_bevel - 0.25 * facing * inner_bevel + rings + streaks
-    shade += 0.06 * _noise(rng, SIZE, 20)
+    shade += 0.035 * _noise(rng, SIZE, 24)
     stamp = _stamp_mask(rot, cx, cy)
     gy, gx = np.gradient(cv2.GaussianBlur(stamp, (3, 3), 0.7))
     shade = shade + 1.6 * (gx * np.cos(light) + gy * np.sin(light)) - 0.06 * stamp

@@ -51,12 +51,69 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+def _png_complete(data: bytes) -> bool:
+    """Walk the chunk list: complete when an IEND chunk lies fully inside the data."""
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > n:
+            return False
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos = end
+    return False
+
+
 def _check_complete(path: Path, data: bytes, kind: str | None) -> None:
-    """Detect truncation that decoders silently paper over (they fill missing rows with grey)."""
-    if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-copy or re-capture the file")
-    if kind == "PNG" and b"IEND" not in data[-64:]:
+    """Detect truncation that decoders silently paper over (they fill missing rows with grey).
+
+    Bytes after the end marker (maker notes some cameras append) are tolerated.
+    """
+    if kind == "JPEG":
+        # entropy-coded data cannot contain 0xFFDA (bytes are stuffed), so the last one starts the
+        # last scan (an EXIF thumbnail's scan comes earlier); a complete file ends that scan with EOI
+        sos = data.rfind(b"\xff\xda")
+        if sos < 0 or data.find(b"\xff\xd9", sos + 2) < 0:
+            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); re-copy or re-capture the file")
+    if kind == "PNG" and not _png_complete(data):
         raise ImageReadError(f"{path}: truncated PNG (no IEND chunk); re-copy or re-capture the file")
+
+
+def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding (PNG, JPEG, BMP), else None."""
+    try:
+        if kind == "PNG" and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if kind == "BMP":
+            if int.from_bytes(data[14:18], "little") == 12:  # OS/2 core header
+                return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+            w = int.from_bytes(data[18:22], "little", signed=True)
+            h = int.from_bytes(data[22:26], "little", signed=True)
+            return abs(w), abs(h)
+        if kind == "JPEG":
+            pos = 2
+            while pos + 9 < len(data):
+                if data[pos] != 0xFF:
+                    return None
+                marker = data[pos + 1]
+                if marker == 0xFF:  # fill byte
+                    pos += 1
+                    continue
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                    pos += 2
+                    continue
+                if marker == 0xDA:  # start of scan: no frame header seen
+                    return None
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h = int.from_bytes(data[pos + 5 : pos + 7], "big")
+                    w = int.from_bytes(data[pos + 7 : pos + 9], "big")
+                    return w, h
+                pos += 2 + length
+    except (IndexError, ValueError):
+        return None
+    return None
 
 
 def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
@@ -65,7 +122,7 @@ def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
         img = (img.astype(np.float32) / 257.0 + 0.5).clip(0, 255).astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
         top = 1.0 if float(np.nanmax(img)) <= 1.0 else 255.0
-        img = np.nan_to_num(img / top * 255.0).clip(0, 255).astype(np.uint8)
+        img = np.rint(np.nan_to_num(img / top * 255.0)).clip(0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         img = img.clip(0, 255).astype(np.uint8)
     if img.ndim == 2:
@@ -87,17 +144,23 @@ def decode_image(data: bytes, source: str = "<bytes>", max_side: int | None = DE
     if ext in _MAGIC and not any(data.startswith(m) for m in _MAGIC[ext]):
         raise ImageReadError(f"{source}: extension {ext!r} but the content is {kind}; rename the file to match")
     _check_complete(path, data, kind)
+    size = _header_size(data, kind)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError(
+            f"{source}: image is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), more than the "
+            f"station accepts ({MAX_PIXELS / 1e6:.0f} MP); export it smaller"
+        )
     buf = np.frombuffer(data, dtype=np.uint8)
     # ANYDEPTH keeps 16-bit; ANYCOLOR keeps grey/colour; EXIF orientation is honoured unless
-    # IMREAD_IGNORE_ORIENTATION is given (IMREAD_UNCHANGED would drop it).
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    # IMREAD_IGNORE_ORIENTATION is given (IMREAD_UNCHANGED would drop it). Alpha is dropped:
+    # the pixel colours are what the camera saw.
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
+        reason = str(exc).strip().splitlines()[-1][:200]
+        raise ImageReadError(f"{source}: cannot decode this {kind} ({reason}); re-export the image") from exc
     if img is None:
         raise ImageReadError(f"{source}: corrupt or unsupported {kind} data; re-export the image")
-    if img.ndim == 3 and img.shape[2] == 3 and kind in ("PNG", "TIFF"):
-        # keep alpha if present: decode again unchanged only when the file has 4 channels
-        full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
-            img = full
     if img.size == 0 or img.shape[0] * img.shape[1] > MAX_PIXELS:
         raise ImageReadError(f"{source}: image size {img.shape[:2]} is outside what the station accepts")
     rgb = to_rgb_uint8(img)

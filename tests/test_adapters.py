@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from inspector.models.adapters import (
     CHECKPOINT_KEY,
@@ -41,52 +42,47 @@ def tiny_adapter_state(clip_model, count: int | None = None, seed: int = 3) -> d
     return {f"fc.{k}": v for k, v in fc.state_dict().items()}
 
 
-def write_tiny_adapter(path: Path, clip_model, count: int | None = None) -> Path:
-    """A checkpoint file in the published layout: {'trainable_linearlayer': {fc.i.weight, fc.i.bias}}."""
-    torch.save({CHECKPOINT_KEY: tiny_adapter_state(clip_model, count)}, path)
-    return path
+def adapter_store(tmp_path: Path, clip_model, options: dict[str, Any] | None = None, count: int | None = None):
+    """A real :class:`ModelStore` whose manifest holds one APRIL-GAN-like entry with two files
+    (like the published one: an adapter trained on MVTec-AD and one trained on VisA)."""
+    from inspector.models.store import ModelStore
 
-
-@dataclass
-class _Entry:
-    arch: str = "aprilgan-linear"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-class FileStore:
-    """The slice of the model-store interface adapters use (entry/path/load_state_dict), over real files."""
-
-    def __init__(self, files: dict[str, Path], options: dict[str, dict[str, Any]] | None = None) -> None:
-        self.files, self.options = files, options or {}
-
-    def entry(self, key: str) -> _Entry:
-        return _Entry(options=self.options.get(key, {}))
-
-    def path(self, key: str) -> Path:
-        return self.files[key]
-
-    def load_state_dict(self, key: str) -> dict[str, Any]:
-        return torch.load(self.files[key], map_location="cpu", weights_only=True)
+    folder = tmp_path / "models" / "aprilgan_tiny"
+    folder.mkdir(parents=True)
+    files = {}
+    for seed, name in enumerate(("mvtec_pretrained.pth", "visa_pretrained.pth")):
+        path = folder / name
+        torch.save({CHECKPOINT_KEY: tiny_adapter_state(clip_model, count, seed=seed)}, path)
+        files[name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    manifest = {"format": 1, "models": {"aprilgan_tiny": {
+        "kind": "adapter", "arch": "aprilgan-linear", "licence": "MIT", "size_mb": 0.1,
+        "state_key": CHECKPOINT_KEY, "default_file": "visa_pretrained.pth", "files": files,
+        "options": {"trained_on": {"mvtec_pretrained.pth": "mvtec", "visa_pretrained.pth": "visa"},
+                    **(options or {})},
+    }}}
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
+    return ModelStore(tmp_path / "models", manifest_path=tmp_path / "manifest.yaml"), folder
 
 
 def test_checkpoint_layout_loads_from_the_store(tmp_path, clip):
-    path = write_tiny_adapter(tmp_path / "adapter.pth", clip)
-    store = FileStore({"aprilgan_vitl14_336": path})
-    adapter = AprilGanAdapter.from_store(store, "aprilgan_vitl14_336", CPU, torch.float32)
+    store, folder = adapter_store(tmp_path, clip)
+    adapter = AprilGanAdapter.from_store(store, "aprilgan_tiny", CPU, torch.float32)
     depth, width, dim = vit_depth(clip.visual), vit_width(clip.visual), int(clip.text_projection.shape[1])
     assert (adapter.count, adapter.in_features, adapter.out_features) == (depth, width, dim)
-    saved = torch.load(path, weights_only=True)[CHECKPOINT_KEY]
+    saved = torch.load(folder / "visa_pretrained.pth", weights_only=True)[CHECKPOINT_KEY]  # the default file
     for i in range(depth):
         assert torch.equal(adapter.fc[i].weight, saved[f"fc.{i}.weight"])
         assert torch.equal(adapter.fc[i].bias, saved[f"fc.{i}.bias"])
+    assert adapter.trained_on == "visa"
     assert adapter.layers_for(depth) == tuple(range(1, depth + 1))
     adapter.check_clip(width, dim)  # fits
+    other = AprilGanAdapter.from_store(store, "aprilgan_tiny:mvtec_pretrained.pth", CPU, torch.float32)
+    assert other.trained_on == "mvtec" and not torch.equal(other.fc[0].weight, adapter.fc[0].weight)
 
 
 def test_store_options_name_layers_and_clip(tmp_path, clip):
-    path = write_tiny_adapter(tmp_path / "a.pth", clip, count=2)
-    store = FileStore({"k": path}, {"k": {"layers": [1, 3], "clip": "clip_tiny"}})
-    adapter = AprilGanAdapter.from_store(store, "k", CPU, torch.float32)
+    store, _ = adapter_store(tmp_path, clip, {"layers": [1, 3], "clip": "clip_tiny"}, count=2)
+    adapter = AprilGanAdapter.from_store(store, "aprilgan_tiny", CPU, torch.float32)
     assert adapter.layers_for(4) == (1, 3)
     assert adapter.clip_key == "clip_tiny"
 
@@ -173,13 +169,7 @@ def test_intermediate_tokens_at_a_larger_grid_need_the_resampled_table(clip):
     assert pooled.shape == (1, int(clip.text_projection.shape[1]))
 
 
-def test_positional_resampling_keeps_cls_and_constant_grids():
+def test_positional_table_for_vit_l14_at_518():
     pos = torch.randn(1 + 24 * 24, 8)
-    assert resample_positional_embedding(pos, (24, 24)) is pos
-    out = resample_positional_embedding(pos, (37, 37))  # ViT-L-14-336 at 518
-    assert out.shape == (1 + 37 * 37, 8)
-    assert torch.equal(out[0], pos[0])
-    flat = torch.cat([torch.zeros(1, 3), torch.full((24 * 24, 3), 2.5)])
-    assert torch.allclose(resample_positional_embedding(flat, (37, 37))[1:], torch.full((37 * 37, 3), 2.5), atol=1e-5)
-    with pytest.raises(ValueError, match="square"):
-        resample_positional_embedding(torch.zeros(1 + 10, 4), (4, 4))
+    out = resample_positional_embedding(pos, (37, 37))  # 336 px (24²) → 518 px (37²)
+    assert out.shape == (1 + 37 * 37, 8) and torch.equal(out[0], pos[0])

@@ -19,7 +19,7 @@ from inspector.inspection import Inspector
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, save_profile
 from tests.support.diff_detector import register_diff_detector
-from tests.support.tiny_datasets import make_folder, make_mvtec
+from tests.support.tiny_datasets import make_folder, make_mvtec, make_visa
 
 TOP_KEYS = {
     "image_auroc", "image_aupr", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro",
@@ -111,10 +111,8 @@ def test_eval_cli_pipeline_with_shots(tmp_path: Path, refdiff: str, capsys: pyte
     assert not list(out.glob(".profile-*"))  # the temporary profile folder is gone
     text = capsys.readouterr().out
     assert "I-AUROC" in text and "bright" in text
-    # the same seed draws the same shots
-    main(["eval", "--dataset", str(cat), "--pipeline", refdiff, "--shots", "2", "--seed", "3",
-          "--eval-size", "32", "--out", str(tmp_path / "again")])
-    assert json.loads((tmp_path / "again" / "run.json").read_text())["shots"] == run["shots"]
+    # the drawn shots are the dataset's seeded draw (determinism itself: test_datasets)
+    assert run["shots"] == [str(p) for p in load_dataset(cat).draw_shots(2, seed=3)[0]]
 
 
 def test_eval_cli_profile_with_shots_leaves_profile_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,7 +170,6 @@ def test_eval_cli_usage_errors(tmp_path: Path, refdiff: str, capsys: pytest.Capt
     assert "cannot write to output folder" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not HAS_VARIATION, reason="inspector.detect.variation not written yet")
 def test_eval_cli_real_variation_pipeline(tmp_path: Path) -> None:
     """The real weight-free pipeline through ``inspector eval --profile --shots`` (small working size)."""
@@ -192,3 +189,21 @@ def test_eval_cli_real_variation_pipeline(tmp_path: Path) -> None:
     # large flat squares on a flat part: any reference method must rank them first
     assert metrics["image_auroc"] >= 0.9 and metrics["pixel_auroc"] >= 0.75  # well above chance (0.5)
     assert json.loads((out / "run.json").read_text())["pipeline"] == "variation"
+
+
+@pytest.mark.skipif(not HAS_VARIATION, reason="inspector.detect.variation not written yet")
+def test_evaluate_a_profile_on_visa(tmp_path: Path) -> None:
+    """The GUI's call: a ProductProfile (not an Inspector) and a dataset path; VisA masks hold 1/2."""
+    from inspector.profile import load_profile
+
+    cat = make_visa(tmp_path / "visa", n_train=3, n_good=3, n_bad=3)
+    ds = load_dataset(cat)
+    prof = _profile_with_refs(tmp_path / "prof", ds.train_good, threshold=0.5)
+    p = load_profile(prof)
+    p.variation.working_size = 64
+    result = evaluate(p, cat, eval_size=32, hub=ModelHub(device="cpu"))
+    m = result.metrics
+    assert m["n_images"] == 6 and m["n_anomalous"] == 3
+    assert set(m["per_defect"]) == {"bright spot", "dark spot"}
+    assert all(r.has_mask for r in result.records)
+    assert m["image_auroc"] >= 0.9 and m["pixel_auroc"] >= 0.75

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import importlib.util
 import json
@@ -97,6 +98,9 @@ def test_corrupt_input_is_reported_and_the_rest_still_run(scene: dict[str, Path]
     assert "truncated JPEG" in broken["error"] and broken["verdict"] is None
     assert broken["image_sha256"] == file_sha256(scene["images"] / "zz_broken.jpg")
     missing = json.loads((out / "missing.json").read_text())
+    with open(out / "inspect_summary.csv", newline="") as fh:
+        rows = {r["stem"]: r for r in csv.DictReader(fh)}
+    assert "truncated JPEG" in rows["zz_broken"]["error"] and rows["bad"]["verdict"] == "FAIL"
     assert "file not found" in missing["error"]
     assert not (out / "zz_broken_overlay.png").exists()
     for stem in ("good_a", "good_b", "bad"):
@@ -116,9 +120,12 @@ def test_same_file_name_in_two_folders_does_not_overwrite(scene: dict[str, Path]
     assert _run("--profile", str(scene["profile"]), "--pipeline", name, str(a / "x.png"), str(b / "*.png"),
                 str(b / "x.png"), "--out", str(out)) == 0
     docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-    assert set(docs) == {"x", "x_2"}  # b/x.png given twice is inspected once
-    assert docs["x"]["image_path"] == str(a / "x.png") and docs["x"]["verdict"] == "PASS"
-    assert docs["x_2"]["image_path"] == str(b / "x.png") and docs["x_2"]["verdict"] == "FAIL"
+    assert set(docs) == {"a_x", "b_x"}  # b/x.png given twice is inspected once
+    assert docs["a_x"]["image_path"] == str(a / "x.png") and docs["a_x"]["verdict"] == "PASS"
+    assert docs["b_x"]["image_path"] == str(b / "x.png") and docs["b_x"]["verdict"] == "FAIL"
+    with open(out / "inspect_summary.csv", newline="") as fh:
+        rows = {r["stem"]: r for r in csv.DictReader(fh)}
+    assert rows["b_x"]["verdict"] == "FAIL" and rows["a_x"]["image_path"] == str(a / "x.png")
 
 
 def test_output_stems_never_hit_an_input(tmp_path: Path) -> None:
@@ -126,7 +133,10 @@ def test_output_stems_never_hit_an_input(tmp_path: Path) -> None:
     folder.mkdir()
     paths = [folder / "p.png", folder / "p_overlay.png", tmp_path / "other" / "p.png"]
     stems = inspect_cmd.output_stems(paths, folder)  # --out is the input folder
-    assert stems == ["p_2", "p_overlay", "p_3"]
+    # the two p.png get their folder as prefix
+    assert stems == ["imgs_p", "p_overlay", "other_p"]
+    # q's overlay would be written over the input q_overlay.png: q is numbered instead
+    assert inspect_cmd.output_stems([folder / "q.png", folder / "q_overlay.png"], folder) == ["q_2", "q_overlay"]
     for stem in stems:
         for f in inspect_cmd.output_names(stem).values():
             assert folder / f not in paths

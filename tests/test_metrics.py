@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
 from inspector.evaluate import metrics as M
-from inspector.evaluate.runner import summarise
+from inspector.evaluate.metrics import summarise
 
 
 def _case(seed: int, n: int = 300, ties: bool = True) -> tuple[np.ndarray, np.ndarray]:

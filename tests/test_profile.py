@@ -50,7 +50,8 @@ def test_good_profile_loads(tmp_path: Path) -> None:
     p = load_profile(folder)
     assert (p.name, p.pipeline, p.version, p.object) == ("bottle", "fade", 1, "bottle")
     assert p.properties.max_area_ratio == 0.3 and p.decision.region_threshold == 0.6
-    assert p.reference_paths() == [folder.resolve() / "references/good_1.png", folder.resolve() / "references/good_2.png"]
+    root = folder.resolve()
+    assert p.reference_paths() == [root / "references/good_1.png", root / "references/good_2.png"]
     assert p.fill("scratch on {object}") == "scratch on bottle"
     assert load_profile(folder / PROFILE_FILE).content_hash() == p.content_hash()  # folder or file
 

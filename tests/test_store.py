@@ -162,6 +162,23 @@ def test_status_uses_recorded_digest_until_the_file_changes(
     assert len(calls) == 1  # full verification always re-hashes
 
 
+def test_read_only_store_hashes_once_per_process(
+    store: ModelStore, fake: FakeModels, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    install_all(fake, store.root)
+
+    def refuse(*args: object) -> None:
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(store_mod.os, "replace", refuse)
+    calls: list[Path] = []
+    real = store_mod.sha256_of
+    monkeypatch.setattr(store_mod, "sha256_of", lambda p, cb=None: calls.append(p) or real(p, cb))
+    assert store.status("alpha") == "installed" and store.status("alpha") == "installed"
+    assert len(calls) == 1 and not store.records_path.exists()
+    assert "cannot record the digest" in caplog.text
+
+
 def test_same_size_corruption_is_found_by_hash(store: ModelStore, fake: FakeModels) -> None:
     install_all(fake, store.root)
     assert store.status("alpha") == "installed"

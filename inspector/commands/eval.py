@@ -14,7 +14,6 @@ profile is never modified. Exit codes: 0 ok, 1 some test images could not be rea
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import shutil
 import sys
@@ -29,13 +28,12 @@ from inspector.commands.inspect import (
     ensure_writable_dir,
     load_profile_arg,
     make_hub,
+    model_errors,
     prepare_inspector,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.profile import ProductProfile
-
-log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -165,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
                     save_maps_dir=out / "maps" if args.save_maps else None,
                 )
         except EvalError as exc:
+            raise UsageError(str(exc)) from exc
+        except model_errors() as exc:
             raise UsageError(str(exc)) from exc
         run_doc = {
             "inspector_version": __version__,

@@ -3,8 +3,9 @@
 For every input image ``DIR/<stem>.json`` (image path, sha256, profile name/version/hash, pipeline,
 image score, verdict, regions, timings per stage), ``DIR/<stem>_heatmap.png`` (jet colormap of the
 anomaly map on the profile's 0..1 scale) and ``DIR/<stem>_overlay.png`` (heatmap blended on the image,
-region contours and boxes). Two inputs with the same file name get distinct stems (``name``,
-``name_2``, …), never overwriting each other or an input file. Exit codes: 0 all inspected, 1 some
+region contours and boxes), plus ``DIR/inspect_summary.csv`` (one row per input: path, output stem,
+verdict, score, error). Two inputs with the same file name get distinct stems (``<folder>_<name>``,
+then numbered), never overwriting each other or an input file. Exit codes: 0 all inspected, 1 some
 inputs failed (each reported on stderr and in its JSON ``error`` field), 2 usage errors (bad
 profile, missing weights, unwritable output folder).
 
@@ -14,6 +15,7 @@ The helpers here (hub, profile and output-folder checks) are shared with ``inspe
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import logging
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+SUMMARY_FILE = "inspect_summary.csv"
 _GLOB_CHARS = set("*?[")
 
 
@@ -151,16 +154,23 @@ def collect_inputs(items: Iterable[str], recursive: bool = False) -> tuple[list[
 
 
 def output_stems(paths: list[Path], out_dir: Path) -> list[str]:
-    """A distinct output stem per input: ``<stem>``, then ``<stem>_2``, ``<stem>_3``… on collisions.
+    """A distinct output stem per input.
 
-    Comparison ignores case (case-insensitive file systems) and a stem is skipped when one of its
-    output files would be an input image (``--out`` pointing at an input folder).
+    A file name that occurs once keeps its stem; names shared by several inputs (``a/x.png``,
+    ``b/x.png``) are prefixed with their folder name (``a_x``, ``b_x``), then numbered (``_2``…) if
+    still equal. Comparison ignores case (case-insensitive file systems), and a stem is skipped
+    when one of its output files would be an input image (``--out`` pointing at an input folder).
     """
     inputs = {p.resolve() for p in paths}
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
     used: set[str] = set()
     stems: list[str] = []
     for p in paths:
         base = p.stem or "image"
+        if counts[p.stem.lower()] > 1 and p.parent.name:
+            base = f"{p.parent.name}_{base}"
         stem, k = base, 2
         while stem.lower() in used or any((out_dir / f).resolve() in inputs for f in output_names(stem).values()):
             stem, k = f"{base}_{k}", k + 1
@@ -200,7 +210,7 @@ def _error_doc(path: Path, inspector: Inspector, error: str) -> dict[str, Any]:
         sha = None
     prof = inspector.profile
     return {
-        "image_path": str(path),
+        "image_path": str(path.absolute()),
         "image_sha256": sha,
         "profile": {"name": prof.name, "version": prof.version, "hash": prof.content_hash()},
         "pipeline": inspector.pipeline,
@@ -227,7 +237,7 @@ def inspect_one(inspector: Inspector, path: Path, out_dir: Path, stem: str) -> d
 
     image = read_image(path)
     sha = file_sha256(path)
-    ins = inspector.inspect(image, image_path=path, image_sha256=sha)
+    ins = inspector.inspect(image, image_path=path.absolute(), image_sha256=sha)
     names = output_names(stem)
     amap = ins.detection.anomaly_map
     write_png(out_dir / names["heatmap"], colorize_map(amap, 0.0, 1.0))
@@ -238,6 +248,15 @@ def inspect_one(inspector: Inspector, path: Path, out_dir: Path, stem: str) -> d
     doc["error"] = None
     _write_json(out_dir / names["json"], doc)
     return doc
+
+
+def _write_summary(path: Path, rows: list[list[str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_path", "stem", "verdict", "image_score", "regions", "error"])
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _write_failure(path: Path, out_dir: Path, exc: OSError) -> str:
@@ -264,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
 
     stems = output_stems(paths, out_dir)
     counts = {"PASS": 0, "FAIL": 0, "error": 0}
+    rows: list[list[str]] = []
     with tqdm(total=len(paths), unit="img", file=sys.stderr, desc="inspect", disable=None) as bar:
         for path, stem in zip(paths, stems):
             error: str | None = None
@@ -281,7 +301,10 @@ def run(args: argparse.Namespace) -> int:
             if error is None:
                 counts[doc["verdict"]] += 1
                 tqdm.write(f"{doc['verdict']}  {doc['image_score']:.4f}  {path}", file=sys.stdout)
+                rows.append([str(path.absolute()), stem, doc["verdict"], f"{doc['image_score']:.6g}",
+                             str(len(doc["regions"])), ""])
             else:
+                rows.append([str(path.absolute()), stem, "", "", "", error])
                 counts["error"] += 1
                 tqdm.write(f"error: {error}", file=sys.stderr)
                 try:
@@ -289,6 +312,10 @@ def run(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise UsageError(_write_failure(path, out_dir, exc)) from exc
             bar.update()
+    try:
+        _write_summary(out_dir / SUMMARY_FILE, rows)
+    except OSError as exc:
+        raise UsageError(_write_failure(Path(SUMMARY_FILE), out_dir, exc)) from exc
 
     failed = counts["error"] + len(unmatched)
     print(

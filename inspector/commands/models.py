@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, EXIT_USAGE, UsageError
+from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
 from inspector.models.store import (
     ManifestError,
-    ModelCorruptError,
-    ModelDownloadError,
     ModelStore,
     ModelStoreError,
     Progress,
@@ -52,10 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--base-url", default=None, help="mirror serving <base-url>/<key>/<file> instead of the sources")
     d.add_argument("--timeout", type=float, default=60.0, help="seconds without data before giving up")
     d.set_defaults(func=_download)
-
-
-def run(args: argparse.Namespace) -> int:  # kept for the placeholder contract; actions set their own func
-    return _list(args)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -187,7 +181,7 @@ def _import(args: argparse.Namespace) -> int:
     try:
         with _bar("importing") as progress:
             keys = store.import_from(args.path, progress=progress)
-    except ModelStoreError as exc:  # rejected files, unreadable archive, nothing recognised
+    except (ModelStoreError, OSError) as exc:  # rejected files, unreadable archive, nothing recognised, disk full
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED_INPUTS
     for key in keys:
@@ -205,7 +199,7 @@ def _download(args: argparse.Namespace) -> int:
     try:
         with _bar("downloading") as progress:
             keys = store.download(args.key, base_url=args.base_url, progress=progress, timeout=args.timeout)
-    except (ModelDownloadError, ModelCorruptError) as exc:
+    except (ModelStoreError, OSError) as exc:  # unreachable, interrupted (part kept), checksum, disk full
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED_INPUTS
     if not keys:

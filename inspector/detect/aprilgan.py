@@ -23,7 +23,6 @@ evaluate them on the dataset they were trained on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -140,18 +139,18 @@ class AprilGanMap:
         self._positional = resample_positional_embedding(visual.positional_embedding.detach(), self.grid)
         self.clip, self.adapter = clip, adapter
         report(0.2, "encoding state prompts")
-        self.text = self._text_features(profile, clip_key)
+        self.text = self._text_features(profile)
         report(1.0, "APRIL-GAN map ready")
         log.info("APRIL-GAN map: CLIP %s, adapters %s on blocks %s, input %d (grid %d²)",
                  clip_key, adapter_key, self.layers, self.input_size, g)
 
-    def _text_features(self, profile: ProductProfile, clip_key: str) -> torch.Tensor:
+    def _text_features(self, profile: ProductProfile) -> torch.Tensor:
         from inspector.cache import ArrayCache, cache_key
 
         assert self.clip is not None
         normal = state_prompts(list(profile.prompts.normal_states or NORMAL_STATES), profile)
         anomalous = state_prompts(list(profile.prompts.anomalous_states or ANOMALOUS_STATES), profile)
-        key = cache_key("aprilgan-text-v1", clip_key, text_tower_fingerprint(self.clip.model), normal, anomalous)
+        key = cache_key("aprilgan-text-v1", self.clip.fingerprint, normal, anomalous)
         cache = self._cache if self._cache is not None else ArrayCache()
 
         def compute() -> dict[str, np.ndarray]:
@@ -181,17 +180,3 @@ class AprilGanMap:
         clip.image_calls += 1
         amap = np.clip(resize_map(amap, image.shape[:2]), 0.0, 1.0)
         return ClipMap(anomaly_map=amap, image_score=float(score), timings={"clip_map": time.perf_counter() - t0})
-
-
-def text_tower_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a few text-tower weights: cache entries never outlive a weight swap."""
-    h = hashlib.sha256()
-    params = dict(model.named_parameters())
-    for name in ("token_embedding.weight", "text_projection", "ln_final.weight"):
-        t = params.get(name)
-        if t is None:
-            continue
-        flat = t.detach().float().reshape(-1)
-        h.update(name.encode())
-        h.update(flat[:4096].cpu().numpy().tobytes())
-    return h.hexdigest()[:16]

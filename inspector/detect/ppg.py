@@ -56,14 +56,12 @@ def extreme_components(extreme: np.ndarray, amap: np.ndarray, min_px: int, max_c
     if not extreme.any():
         return []
     n, labels, stats, _ = cv2.connectedComponentsWithStats(extreme.astype(np.uint8), connectivity=8)
-    found = []
-    for i in range(1, n):
-        if stats[i, cv2.CC_STAT_AREA] < min_px:
-            continue
-        mask = labels == i
-        found.append((float(amap[mask].max()), -int(stats[i, cv2.CC_STAT_AREA]), i, mask))
-    found.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [m for *_, m in found[:max_count]]
+    peaks = np.full(n, -np.inf)
+    np.maximum.at(peaks, labels[extreme], np.asarray(amap, dtype=np.float64)[extreme])
+    areas = stats[:, cv2.CC_STAT_AREA]
+    keep = [i for i in range(1, n) if areas[i] >= min_px]
+    keep.sort(key=lambda i: (-peaks[i], -int(areas[i]), i))  # highest peak, then largest, then first
+    return [labels == i for i in keep[:max_count]]
 
 
 def spaced_selection(coords_yx: np.ndarray, scores: np.ndarray, k: int, min_dist: float,

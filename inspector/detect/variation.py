@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from inspector.cache import ArrayCache, cache_key
 from inspector.detect.base import Detection, Detector, Progress, StageTimer
@@ -55,6 +54,7 @@ ALGORITHM_VERSION = 1
 CACHE_NAMESPACE = "variation"
 ALIGN_SIZE = 128  # px side of the images used for registration
 ROTATION_STEP_DEG = 2.0
+ECC_STARTS = 3  # rigid alignment refines this many distinct angles of the search
 
 
 class VariationError(ValueError):
@@ -130,10 +130,18 @@ def structure_share(lab: np.ndarray, blocks: int = 8) -> float:
 
 
 def _align_image(rgb01: np.ndarray) -> np.ndarray:
+    """Standardised edge strength at ALIGN_SIZE²: what registration matches (robust to lighting)."""
     grey = cv2.cvtColor(rgb01, cv2.COLOR_RGB2GRAY)
     grey = cv2.resize(grey, (ALIGN_SIZE, ALIGN_SIZE), interpolation=cv2.INTER_AREA)
     grey = cv2.GaussianBlur(grey, (0, 0), 1.0)
-    return (grey - grey.mean()) / (grey.std() + 1e-6)
+    edges = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    return ((edges - edges.mean()) / (edges.std() + 1e-6)).astype(np.float32)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    return float((a * b).sum() / (np.sqrt((a * a).sum() * (b * b).sum()) + 1e-12))
 
 
 def _rotation(angle_deg: float, centre: float) -> np.ndarray:
@@ -161,32 +169,41 @@ def estimate_pose(moving: np.ndarray, fixed: np.ndarray, mode: str, max_rotation
     if mode == "rigid" and max_rotation_deg > 0:
         n = int(math.floor(max_rotation_deg / ROTATION_STEP_DEG))
         angles = [k * ROTATION_STEP_DEG for k in range(-n, n + 1)]
-    best: tuple[float, np.ndarray] | None = None
+    candidates: list[tuple[float, float, np.ndarray]] = []
     for ang in angles:
         rot = _rotation(ang, centre)
         rotated = moving if ang == 0 else cv2.warpAffine(moving, rot, moving.shape[::-1], borderMode=cv2.BORDER_REFLECT)
         # phaseCorrelate returns the shift of `fixed` relative to `rotated`; OpenCV 5 applies the
         # window in place, so it gets copies
         (dx, dy), peak = cv2.phaseCorrelate(rotated.copy(), fixed.copy(), window)
-        shift = np.array([[1.0, 0, dx], [0, 1.0, dy]])
-        m = _compose(shift, rot)
-        if best is None or peak > best[0]:
-            best = (peak, m)
-    assert best is not None
-    m = best[1]
-    if mode == "rigid":
-        warp = m.astype(np.float32)
+        candidates.append((peak, ang, _compose(np.array([[1.0, 0, dx], [0, 1.0, dy]]), rot)))
+    candidates.sort(key=lambda c: -c[0])
+    if mode != "rigid":
+        return candidates[0][2]
+    # ECC (Euclidean) from the best few distinct angles of the search; the best final match wins
+    starts: list[tuple[float, float, np.ndarray]] = []
+    for cand in candidates:
+        if all(abs(cand[1] - s[1]) >= 2 * ROTATION_STEP_DEG for s in starts):
+            starts.append(cand)
+        if len(starts) == ECC_STARTS:
+            break
+    size = fixed.shape[::-1]
+    best_cc, m = -2.0, candidates[0][2]
+    for _, _, init in starts:
+        start_cc = _ncc(cv2.warpAffine(moving, init, size, borderMode=cv2.BORDER_REFLECT), fixed)
+        if start_cc > best_cc:
+            best_cc, m = start_cc, init
         try:
-            _, warp = cv2.findTransformECC(
-                fixed.astype(np.float32), moving.astype(np.float32), cv2.invertAffineTransform(warp),
-                cv2.MOTION_EUCLIDEAN, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), None, 3,
+            cc, warp = cv2.findTransformECC(
+                fixed, moving, cv2.invertAffineTransform(init).astype(np.float32), cv2.MOTION_EUCLIDEAN,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), None, 1,
             )
-            refined = cv2.invertAffineTransform(warp).astype(np.float64)
-            # trust ECC only for a small correction of the search result
-            if np.abs(refined[:, 2] - m[:, 2]).max() < 4 and np.abs(refined[:, :2] - m[:, :2]).max() < 0.06:
-                m = refined
         except cv2.error:
-            log.debug("ECC did not converge; keeping the rotation-search pose")
+            log.debug("ECC did not converge from one start; keeping the search pose")
+            continue
+        refined = cv2.invertAffineTransform(warp).astype(np.float64)
+        if cc > best_cc and np.abs(refined[:, 2] - init[:, 2]).max() < fixed.shape[0] / 8:
+            best_cc, m = cc, refined
     return m
 
 
@@ -197,60 +214,138 @@ def scale_pose(m: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
-def local_nn_distance(query: torch.Tensor, bank: torch.Tensor, valid: torch.Tensor, radius: int) -> torch.Tensor:
+def local_nn_distance(query: np.ndarray, bank: np.ndarray, radius: int,
+                      valid: np.ndarray | None = None) -> np.ndarray:
     """min over references k and offsets |d| <= radius of ||q(p) - bank_k(p + d)||  (variation model).
 
-    query (D, H, W); bank (K, D, H, W); valid (K, H, W) bool. Cells no reference covers get 0.
+    query (D, H, W); bank (K, D, H, W), both in the reference frame; ``valid`` (K, H, W) bool marks the
+    bank cells a reference really shows. A cell no valid reference cell reaches is NaN.
     """
     k, d, h, w = bank.shape
-    big = torch.full((), float("inf"), dtype=query.dtype, device=query.device)
-    pb = torch.nn.functional.pad(bank, (radius, radius, radius, radius), mode="replicate")
-    pv = torch.nn.functional.pad(valid.float(), (radius, radius, radius, radius), value=0.0) > 0.5
-    best = torch.full((h, w), float("inf"), dtype=query.dtype, device=query.device)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            cand = pb[:, :, dy:dy + h, dx:dx + w]
-            dist = ((cand - query.unsqueeze(0)) ** 2).sum(1)
-            dist = torch.where(pv[:, dy:dy + h, dx:dx + w], dist, big)
-            best = torch.minimum(best, dist.min(0).values)
-    best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
-    return best.clamp_min(0).sqrt()
+    r = radius
+    pb = np.pad(bank, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge") if r else bank
+    pv = None if valid is None else np.pad(valid, ((0, 0), (r, r), (r, r)), constant_values=False)
+    best = np.full((h, w), np.inf, np.float32)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            diff = pb[:, :, dy:dy + h, dx:dx + w] - query[None]
+            d2 = np.einsum("kdhw,kdhw->khw", diff, diff)
+            if pv is not None:
+                d2[~pv[:, dy:dy + h, dx:dx + w]] = np.inf
+            np.minimum(best, d2.min(0), out=best)
+    best[~np.isfinite(best)] = np.nan
+    return np.sqrt(np.maximum(best, 0.0))
 
 
-def global_nn_distance(query: torch.Tensor, bank: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+def global_nn_distance(query: np.ndarray, bank: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """Nearest-neighbour distance of each row of ``query`` (N, D) to ``bank`` (M, D) (PatchCore eq. 6)."""
-    bank_sq = (bank * bank).sum(1)
-    out = []
+    bank_sq = np.einsum("md,md->m", bank, bank)
+    out = np.empty(query.shape[0], np.float32)
     for start in range(0, query.shape[0], chunk):
         q = query[start:start + chunk]
-        d2 = (q * q).sum(1, keepdim=True) + bank_sq.unsqueeze(0) - 2.0 * q @ bank.T
-        out.append(d2.min(1).values)
-    return torch.cat(out).clamp_min(0).sqrt()
+        d2 = bank_sq[None, :] - 2.0 * (q @ bank.T)
+        out[start:start + chunk] = d2.min(1) + np.einsum("nd,nd->n", q, q)
+    return np.sqrt(np.maximum(out, 0.0))
 
 
-def greedy_coreset(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Indices of ``n`` rows of ``x`` chosen by greedy k-centre (PatchCore eq. 4, minimax facility location)."""
+def nn_residuals(query: np.ndarray, bank: np.ndarray, mode: str, radius: int) -> np.ndarray:
+    """Difference vectors (N, D) between each query patch and its nearest reference patch."""
+    if mode == "global":
+        d, h, w = query.shape
+        q = np.ascontiguousarray(query.reshape(d, -1).T)
+        d2 = np.einsum("md,md->m", bank, bank)[None, :] - 2.0 * (q @ bank.T)
+        return q - bank[d2.argmin(1)]
+    k, d, h, w = bank.shape
+    r = radius
+    pb = np.pad(bank, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge") if r else bank
+    best = np.full((h, w), np.inf, np.float32)
+    res = np.zeros((d, h, w), np.float32)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            diff = query[None] - pb[:, :, dy:dy + h, dx:dx + w]
+            d2 = np.einsum("kdhw,kdhw->khw", diff, diff)
+            kb = d2.argmin(0)
+            m = np.take_along_axis(d2, kb[None], 0)[0]
+            better = m < best
+            best[better] = m[better]
+            sel = np.take_along_axis(diff, kb[None, None].repeat(d, 1), 0)[0]
+            res[:, better] = sel[:, better]
+    return res.reshape(d, -1).T
+
+
+def residual_whitener(residuals: np.ndarray, shrinkage: float) -> np.ndarray:
+    """W with W Σ W^T = I for the shrunk second moment Σ of normal residuals (Mahalanobis metric).
+
+    Directions in which good parts differ from each other count little, directions in which they
+    agree count much: Σ_s = (1 - α) E[r r^T] + α tr(E[r r^T]) / D · I.
+    """
+    r = np.asarray(residuals, np.float64)
+    cov = r.T @ r / max(len(r), 1)
+    d = cov.shape[0]
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.maximum(vals, 1e-9 * max(vals.max(), 1e-12))
+    return (vecs / np.sqrt(vals)) @ vecs.T
+
+
+def greedy_coreset(x: np.ndarray, n: int, seed: int = 0, proj_dims: int = 8) -> np.ndarray:
+    """Indices of ``n`` rows of ``x`` chosen by greedy k-centre (PatchCore eq. 4, minimax facility location).
+
+    As in PatchCore, the selection runs on a random projection (``proj_dims``) of the rows.
+    """
     m = x.shape[0]
     if n >= m:
         return np.arange(m)
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     rng = np.random.default_rng(seed)
-    chosen = [int(rng.integers(m))]
-    mind = ((t - t[chosen[0]]) ** 2).sum(1)
-    for _ in range(n - 1):
-        i = int(torch.argmax(mind))
-        chosen.append(i)
-        mind = torch.minimum(mind, ((t - t[i]) ** 2).sum(1))
-    return np.asarray(chosen, dtype=np.int64)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[1] > proj_dims:
+        x = x @ (rng.standard_normal((x.shape[1], proj_dims)).astype(np.float32) / np.sqrt(proj_dims))
+    chosen = np.empty(n, np.int64)
+    chosen[0] = int(rng.integers(m))
+    mind = np.einsum("md,md->m", x - x[chosen[0]], x - x[chosen[0]])
+    for t in range(1, n):
+        i = int(np.argmax(mind))
+        chosen[t] = i
+        diff = x - x[i]
+        np.minimum(mind, np.einsum("md,md->m", diff, diff), out=mind)
+    return chosen
 
 
-def reference_threshold(loo_maps: np.ndarray, loo_valid: np.ndarray, sigma: float, margin: float) -> float:
-    """T = margin × max_i max smooth(loo_map_i) over valid pixels: the raw level the map calls 0.5."""
+def seam_confidence(cover: np.ndarray, margin: float) -> np.ndarray:
+    """1 inside what an image shows, ramping to 0 over ``margin`` px towards what it does not show.
+
+    Near that seam the filter bank sees part of the filled-in reference: its scores are not evidence.
+    """
+    inside = (cover > 0.5).astype(np.uint8)
+    if inside.all() or margin <= 0:
+        return inside.astype(np.float32)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    return np.clip(dist / margin, 0.0, 1.0).astype(np.float32)
+
+
+def positional_scale(loo_maps: np.ndarray, weights: np.ndarray, sigma: float, floor_quantile: float = 0.5
+                     ) -> np.ndarray:
+    """Per-place normal deviation s'(x) = sqrt(S(x)² + f²), S² = G_σ*(Σ w_i m_i²) / G_σ*(Σ w_i), f = median S.
+
+    The variation model's σ(x): places where good parts differ among themselves (embossed marks under
+    changing light, part edges) are scored relative to their own spread, plain places relative to
+    the image-wide typical level f. ``weights`` say where each leave-one-out map m_i is evidence.
+    """
+    m = np.nan_to_num(np.asarray(loo_maps, np.float32))
+    w = np.asarray(weights, np.float32) * np.isfinite(np.asarray(loo_maps, np.float32))
+    num = gaussian_smooth((w * m * m).sum(0), sigma)
+    den = gaussian_smooth(w.sum(0), sigma)
+    spread = np.sqrt(np.maximum(num, 0.0) / np.maximum(den, 1e-3))
+    floor = float(np.quantile(spread[den > 0.1], floor_quantile)) if (den > 0.1).any() else 1.0
+    return np.sqrt(spread ** 2 + floor ** 2).astype(np.float32)
+
+
+def reference_threshold(loo_maps: np.ndarray, loo_weight: np.ndarray, sigma: float, margin: float) -> float:
+    """T = margin × max_i max smooth(w_i · loo_map_i): the raw level the map calls 0.5."""
     worst = 0.0
-    for amap, valid in zip(loo_maps, loo_valid, strict=True):
-        sm = gaussian_smooth(amap, sigma)
-        if valid.any():
-            worst = max(worst, float(sm[valid].max()))
+    for amap, weight in zip(loo_maps, loo_weight, strict=True):
+        sm = gaussian_smooth(np.nan_to_num(amap) * weight, sigma)
+        worst = max(worst, float(sm.max()))
     return margin * max(worst, 1e-6)
 
 
@@ -279,7 +374,7 @@ class VariationDetector(Detector):
         self.alignment = "none"
         self.cache_hit = False
         self.threshold = 1.0
-        self.device = torch.device("cpu")
+        self._bank = np.zeros((0, 0), np.float32)
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -287,41 +382,63 @@ class VariationDetector(Detector):
         assert self.profile is not None, "prepare() first"
         return self.profile.variation
 
-    def _features(self, rgb01: np.ndarray) -> np.ndarray:
-        p = self.params
+    def _lab(self, rgb01: np.ndarray) -> np.ndarray:
         lab = to_lab(rgb01)
+        if self.params.photometric and not self._baseline and "lab_mean" in self.state:
+            lab = match_photometry(lab, self.state["lab_mean"], self.state["lab_std"])
+        return lab
+
+    def _to_reference_frame(self, lab: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Warp into the first reference's frame; what the image does not show is filled from that reference.
+
+        Returns the warped image and the confidence of each pixel (:func:`seam_confidence`).
+        """
+        if self.alignment == "none":
+            return lab, np.ones(lab.shape[:2], np.float32)
+        size = lab.shape[0]
+        m = scale_pose(pose, size / ALIGN_SIZE)
+        warped = cv2.warpAffine(lab, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        cover = cv2.warpAffine(np.ones((size, size), np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        master = self.state["master_lab"]
+        filled = warped * cover[..., None] + master * (1 - cover[..., None])
+        return filled.astype(np.float32), seam_confidence(cover, self.params.border_margin)
+
+    def _from_reference_frame(self, amap: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        if self.alignment == "none":
+            return amap
+        size = amap.shape[0]
+        m = cv2.invertAffineTransform(scale_pose(pose, size / ALIGN_SIZE))
+        return cv2.warpAffine(amap, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def _features(self, lab: np.ndarray) -> np.ndarray:
+        p = self.params
         if self._baseline:
             return _baseline_features(lab, p.pyramid_levels, p.feature_stride)
-        if p.photometric and "lab_mean" in self.state:
-            lab = match_photometry(lab, self.state["lab_mean"], self.state["lab_std"])
         return filter_bank(lab, p.pyramid_levels, p.feature_stride)
 
     def _standardise(self, feats: np.ndarray) -> np.ndarray:
-        return (feats - self.state["feat_mean"][:, None, None]) / self.state["feat_std"][:, None, None]
+        """Per-channel z-score, then the residual whitening learned from the references (if any)."""
+        out = (feats - self.state["feat_mean"][:, None, None]) / self.state["feat_std"][:, None, None]
+        if "whitener" in self.state:
+            d, h, w = out.shape
+            out = (self.state["whitener"] @ out.reshape(d, -1)).reshape(-1, h, w)
+        return out.astype(np.float32)
 
-    def _warp(self, img: np.ndarray, pose_small: np.ndarray, size: int, border: int = cv2.BORDER_REPLICATE,
-              inverse: bool = False) -> np.ndarray:
-        m = scale_pose(pose_small, size / ALIGN_SIZE)
-        if inverse:
-            m = cv2.invertAffineTransform(m)
-        return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
-
-    def _raw_map(self, query: np.ndarray, bank: torch.Tensor, valid: torch.Tensor | None, size: int) -> np.ndarray:
+    def _raw_map(self, query: np.ndarray, bank: np.ndarray, size: int, valid: np.ndarray | None = None
+                 ) -> np.ndarray:
         """Distance map on the feature grid, upsampled to the working size (reference frame)."""
-        q = torch.from_numpy(np.ascontiguousarray(query)).to(self.device)
-        with torch.inference_mode():
-            if self.mode == "local":
-                assert valid is not None
-                dist = local_nn_distance(q, bank, valid, self.params.search_radius)
-            else:
-                d, h, w = q.shape
-                dist = global_nn_distance(q.reshape(d, -1).T, bank).reshape(h, w)
-        return resize_map(dist.float().cpu().numpy(), (size, size))
+        if self.mode == "local":
+            dist = local_nn_distance(query, bank, self.params.search_radius, valid)
+        else:
+            d, h, w = query.shape
+            dist = global_nn_distance(np.ascontiguousarray(query.reshape(d, -1).T), bank).reshape(h, w)
+        return resize_map(dist, (size, size))
 
     # ----------------------------------------------------------------- prepare
     def prepare(self, profile: ProductProfile, hub: ModelHub | None = None, progress: Progress | None = None) -> None:
+        """Describe the reference shots, pick the memory, calibrate; cached on disk (see module docstring)."""
         self.profile, self.hub = profile, hub
-        self.device = hub.device if hub is not None else torch.device("cpu")
         paths = profile.reference_paths()
         if not paths:
             raise VariationError(
@@ -330,8 +447,13 @@ class VariationDetector(Detector):
             )
         report = progress or (lambda f, m: None)
         report(0.0, "hashing reference shots")
-        hashes = [file_sha256(p) for p in paths]
-        shaping = profile.variation.model_dump(exclude={"smoothing_sigma", "calibration_margin"})
+        hashes = []
+        for path in paths:
+            try:
+                hashes.append(file_sha256(path))
+            except OSError as exc:
+                raise VariationError(f"profile {profile.name!r}: reference shot {path}: cannot read ({exc})") from exc
+        shaping = profile.variation.model_dump(exclude=set(_FINISH_FIELDS))
         key = cache_key(ALGORITHM_VERSION, self._baseline, hashes, shaping)
         cache = ArrayCache()
         found = cache.load(CACHE_NAMESPACE, key)
@@ -346,9 +468,8 @@ class VariationDetector(Detector):
         self.state = dict(arrays)
         self.mode = str(arrays["mode"])
         self.alignment = str(arrays["alignment"])
-        self._bank = torch.from_numpy(np.ascontiguousarray(arrays["bank"])).to(self.device)
-        self._valid = torch.from_numpy(arrays["valid"]).to(self.device) if self.mode == "local" else None
-        self.threshold = reference_threshold(arrays["loo_maps"], arrays["loo_valid"],
+        self._bank = np.ascontiguousarray(arrays["bank"], dtype=np.float32)
+        self.threshold = reference_threshold(arrays["loo_maps"], arrays["loo_weight"],
                                              self.params.smoothing_sigma, self.params.calibration_margin)
 
     def _build(self, paths: list, report: Progress) -> dict[str, np.ndarray]:
@@ -361,90 +482,126 @@ class VariationDetector(Detector):
             except (OSError, ValueError) as exc:
                 raise VariationError(f"reference shot {path}: {exc}") from exc
             report(0.05 + 0.15 * (i + 1) / len(paths), f"reading reference {i + 1}/{len(paths)}")
-        labs = [to_lab(im) for im in imgs]
-        stack = np.stack(labs)
-        lab_mean = stack.reshape(-1, 3).mean(0).astype(np.float32)
-        lab_std = np.array([stack[..., c].std() for c in range(3)], np.float32)
-        share = float(np.median([structure_share(lab) for lab in labs]))
+        raw_labs = [to_lab(im) for im in imgs]
+        stack = np.stack(raw_labs)
+        self.state = {
+            "lab_mean": stack.reshape(-1, 3).mean(0).astype(np.float32),
+            "lab_std": np.array([stack[..., c].std() for c in range(3)], np.float32),
+        }
+        share = float(np.median([structure_share(lab) for lab in raw_labs]))
         is_texture = share < p.texture_threshold
         alignment = p.alignment if p.alignment != "auto" else ("none" if is_texture else "rigid")
         mode = p.memory if p.memory != "auto" else ("global" if alignment == "none" else "local")
         if self._baseline:
             alignment, mode = "none", "global"
-        self.state = {"lab_mean": lab_mean, "lab_std": lab_std}
+        self.mode, self.alignment = mode, alignment
         log.info("variation: %d references, structure share %.2f -> alignment %s, memory %s",
                  len(imgs), share, alignment, mode)
+        labs = [self._lab(im) for im in imgs]
         master = _align_image(imgs[0])
-        poses, warped, valid_px = [], [], []
-        ones = np.ones((size, size), np.float32)
-        for im in imgs:
+        self.state.update(master=master, master_lab=labs[0])
+        report(0.25, "aligning references")
+        framed, covers = [], []
+        for im, lab in zip(imgs, labs, strict=True):
             pose = estimate_pose(_align_image(im), master, alignment, p.max_rotation_deg)
-            poses.append(pose)
-            warped.append(self._warp(im, pose, size))
-            valid_px.append(self._warp(ones, pose, size, border=cv2.BORDER_CONSTANT) > 0.99)
+            f, c = self._to_reference_frame(lab, pose)
+            framed.append(f)
+            covers.append(c)
         report(0.35, "describing references")
-        feats = np.stack([self._features(w) for w in warped])  # K, D, h, w
-        k, d, h, w = feats.shape
-        valid = np.stack([cv2.resize(v.astype(np.uint8), (w, h), interpolation=cv2.INTER_AREA) > 0 for v in valid_px])
-        flat = feats.transpose(0, 2, 3, 1)[valid]
-        feat_mean = flat.mean(0).astype(np.float32)
-        feat_std = (flat.std(0) + 1e-3 * (flat.std(0).mean() + 1e-6)).astype(np.float32)
-        self.state.update(feat_mean=feat_mean, feat_std=feat_std)
-        feats = np.stack([self._standardise(f) for f in feats]).astype(np.float32)
-        self.mode = mode
+        feats = np.stack([self._features(f) for f in framed])  # K, D, h, w
+        gh, gw = feats.shape[2:]
+        cells_valid = np.stack([cv2.resize(c, (gw, gh), interpolation=cv2.INTER_AREA) > 0.5 for c in covers])
+        flat = feats.transpose(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        feat_std = flat.std(0)
+        self.state.update(feat_mean=flat.mean(0).astype(np.float32),
+                          feat_std=(feat_std + 1e-3 * (feat_std.mean() + 1e-6)).astype(np.float32))
+        k = feats.shape[0]
+        if p.whitening > 0 and k > 1 and not self._baseline:
+            report(0.38, "learning the normal variation")
+            z = np.stack([self._standardise(f) for f in feats])
+            res = []
+            for i in range(k):  # a random subsample stands in for the coreset here (cheaper, same residuals)
+                bank_i = self._make_bank(z[[j for j in range(k) if j != i]], mode, p.coreset_ratio, greedy=False)
+                res.append(nn_residuals(z[i], bank_i, mode, p.search_radius))
+            self.state["whitener"] = residual_whitener(np.concatenate(res), 1.0 - p.whitening).astype(np.float32)
+        if mode == "global" and 0 < p.global_dims < feats.shape[1] and not self._baseline:
+            # keep the directions in which the (whitened) reference patches vary most: faster search
+            z = np.stack([self._standardise(f) for f in feats])
+            flat = z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1]).astype(np.float64)
+            vals, vecs = np.linalg.eigh(np.cov(flat, rowvar=False))
+            proj = vecs[:, ::-1][:, : p.global_dims].T
+            base = self.state.get("whitener", np.eye(feats.shape[1], dtype=np.float32))
+            self.state["whitener"] = (proj @ base).astype(np.float32)
+        feats = np.stack([self._standardise(f) for f in feats])
         # leave-one-out scores give the normal range of this profile
-        loo_maps, loo_valid = [], []
+        loo_maps, loo_weight = [], []
         for i in range(k):
-            others = [j for j in range(k) if j != i]
-            if not others:  # a single reference: compare it with a slightly shifted, relit copy of itself
-                others = [i]
-            bank_i, valid_i = self._make_bank(feats[others], valid[others], mode, p.coreset_ratio)
-            query = feats[i] if others != [i] else self._standardise(self._features(_jitter(warped[i])))
-            amap = self._raw_map(query, bank_i, valid_i, size)
-            loo_maps.append(amap.astype(np.float32))
-            loo_valid.append(valid_px[i])
+            if k > 1:
+                others = [j for j in range(k) if j != i]
+                bank_i = self._make_bank(feats[others], mode, p.coreset_ratio)
+                valid_i = cells_valid[others]
+                query = feats[i]
+            else:  # a single reference: compare it with a slightly shifted, relit copy of itself
+                bank_i, valid_i = self._make_bank(feats, mode, p.coreset_ratio), cells_valid
+                query = self._standardise(self._features(self._lab(_jitter(imgs[0]))))
+            amap = self._raw_map(query, bank_i, size, valid_i if mode == "local" else None)
+            loo_weight.append(covers[i] * np.isfinite(amap))
+            loo_maps.append(np.nan_to_num(amap).astype(np.float32))
             report(0.4 + 0.5 * (i + 1) / k, f"calibrating on reference {i + 1}/{k}")
-        bank, _ = self._make_bank(feats, valid, mode, p.coreset_ratio)
+        extra: dict[str, np.ndarray] = {}
+        if mode == "local" and p.variation_model and not self._baseline:
+            raw_loo, weights = np.stack(loo_maps), np.stack(loo_weight)
+            extra["scale"] = positional_scale(raw_loo, weights, p.variation_sigma)
+            # each shot is calibrated with the spread of the *other* shots (nested leave-one-out)
+            for i in range(k):
+                others = [j for j in range(k) if j != i] if k > 1 else [i]
+                loo_maps[i] = raw_loo[i] / positional_scale(raw_loo[others], weights[others], p.variation_sigma)
         return {
+            **extra,
             "mode": np.array(mode),
             "alignment": np.array(alignment),
             "structure_share": np.array(share, np.float32),
             "master": master.astype(np.float32),
-            "lab_mean": lab_mean,
-            "lab_std": lab_std,
-            "feat_mean": feat_mean,
-            "feat_std": feat_std,
-            "bank": bank.cpu().numpy(),
-            "valid": valid,
+            "master_lab": labs[0].astype(np.float32),
+            "lab_mean": self.state["lab_mean"],
+            "lab_std": self.state["lab_std"],
+            "feat_mean": self.state["feat_mean"],
+            "feat_std": self.state["feat_std"],
+            **({"whitener": self.state["whitener"]} if "whitener" in self.state else {}),
+            "bank": self._make_bank(feats, mode, p.coreset_ratio),
             "loo_maps": np.stack(loo_maps),
-            "loo_valid": np.stack(loo_valid),
+            "loo_weight": np.stack(loo_weight).astype(np.float32),
         }
 
-    def _make_bank(self, feats: np.ndarray, valid: np.ndarray, mode: str, ratio: float
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @staticmethod
+    def _make_bank(feats: np.ndarray, mode: str, ratio: float, greedy: bool = True) -> np.ndarray:
         if mode == "local":
-            return (torch.from_numpy(np.ascontiguousarray(feats)).to(self.device),
-                    torch.from_numpy(valid).to(self.device))
-        flat = feats.transpose(0, 2, 3, 1)[valid]
-        keep = greedy_coreset(flat, max(1, int(round(ratio * flat.shape[0]))))
-        return torch.from_numpy(np.ascontiguousarray(flat[keep])).to(self.device), None
+            return np.ascontiguousarray(feats, dtype=np.float32)
+        flat = feats.transpose(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        n = max(1, int(round(ratio * flat.shape[0])))
+        if greedy:
+            keep = greedy_coreset(flat, n)
+        else:
+            keep = np.random.default_rng(0).choice(flat.shape[0], size=min(n, flat.shape[0]), replace=False)
+        return np.ascontiguousarray(flat[keep], dtype=np.float32)
 
     # ----------------------------------------------------------------- per image
     def analyse(self, image: np.ndarray) -> VariationAnalysis:
         if not self.state:
             raise RuntimeError("VariationDetector.analyse called before prepare()")
         timer = StageTimer()
-        size = self.params.working_size
+        p = self.params
         with timer("align"):
-            rgb = to_working(image, size)
-            pose = estimate_pose(_align_image(rgb), self.state["master"], self.alignment, self.params.max_rotation_deg)
-            aligned = rgb if self.alignment == "none" else self._warp(rgb, pose, size)
+            rgb = to_working(image, p.working_size)
+            pose = estimate_pose(_align_image(rgb), self.state["master"], self.alignment, p.max_rotation_deg)
+            framed, confidence = self._to_reference_frame(self._lab(rgb), pose)
         with timer("features"):
-            query = self._standardise(self._features(aligned)).astype(np.float32)
+            query = self._standardise(self._features(framed))
         with timer("search"):
-            raw = self._raw_map(query, self._bank, self._valid, size)
-            if self.alignment != "none":
-                raw = self._warp(raw, pose, size, inverse=True)
+            raw = np.nan_to_num(self._raw_map(query, self._bank, p.working_size))
+            if "scale" in self.state:
+                raw = raw / self.state["scale"]
+            raw = self._from_reference_frame(raw * confidence, pose)
         return VariationAnalysis(raw_map=raw.astype(np.float32), pose=pose, timings=timer.timings)
 
     def finish(self, analysis: VariationAnalysis, image: np.ndarray) -> Detection:
@@ -452,12 +609,11 @@ class VariationDetector(Detector):
         smooth = gaussian_smooth(analysis.raw_map, p.smoothing_sigma)
         norm = normalise_map(smooth, 0.0, 2.0 * self.threshold)
         amap = resize_map(norm, image.shape[:2])
-        score = float(norm.max())
         assert self.profile is not None
         regions = regions_from_map(amap, self.profile.decision.region_threshold, 1)
         return Detection(
             anomaly_map=amap,
-            image_score=score,
+            image_score=float(norm.max()),
             regions=regions,
             timings=dict(analysis.timings),
             extras={"raw_threshold": self.threshold, "mode": self.mode, "alignment": self.alignment,
@@ -467,15 +623,21 @@ class VariationDetector(Detector):
     def retune(self, profile: ProductProfile) -> None:
         """Adopt decision thresholds, ``smoothing_sigma`` and ``calibration_margin`` without re-preparing."""
         old = self.profile
-        self.profile = profile
         if old is not None and self.state:
-            shaping = {"smoothing_sigma", "calibration_margin"}
+            shaping = set(_FINISH_FIELDS)
             if profile.variation.model_dump(exclude=shaping) != old.variation.model_dump(exclude=shaping):
                 raise ValueError("variation parameters other than smoothing_sigma/calibration_margin changed; "
                                  "call prepare() again")
-            self.threshold = reference_threshold(self.state["loo_maps"], self.state["loo_valid"],
+            if profile.reference_shots != old.reference_shots:
+                raise ValueError("reference shots changed; call prepare() again")
+        self.profile = profile
+        if self.state:
+            self.threshold = reference_threshold(self.state["loo_maps"], self.state["loo_weight"],
                                                  profile.variation.smoothing_sigma,
                                                  profile.variation.calibration_margin)
+
+
+_FINISH_FIELDS = ("smoothing_sigma", "calibration_margin")
 
 
 def _jitter(rgb01: np.ndarray) -> np.ndarray:

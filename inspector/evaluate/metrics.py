@@ -1,8 +1,8 @@
 """Detection and segmentation metrics (pure numpy), following ``shared/methods/evaluation.md``.
 
 Conventions: the ground truth comes first (``labels`` 0/1 per image, ``masks`` bool NxHxW), the
-scores second (higher = more anomalous). Every curve is exact: scores are sorted once and every
-distinct score is a threshold, ties are taken together (as scikit-learn does). A metric that is
+scores second (higher = more anomalous). Every curve is exact: every distinct score is a threshold
+and ties are taken together (as scikit-learn does); all pixel metrics share one pass of sorting. A metric that is
 undefined for the input (e.g. AUROC without any anomalous sample) is ``nan``.
 
 Definitions used in reports:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +30,12 @@ DEFAULT_MAX_FPR = 0.3
 """Upper FPR limit of AUPRO integration (MVTec AD protocol)."""
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+
+METRIC_KEYS = (
+    "image_auroc", "image_aupr", "image_f1max",
+    "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro",
+)
+"""The metrics of one evaluation, in report order."""
 
 AUPR_DEFINITION = "average precision (sum of (R_n - R_n-1) * P_n, as sklearn average_precision_score)"
 
@@ -63,22 +70,41 @@ def _as_1d(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, s
 
 
-def _descending_order(scores: np.ndarray) -> np.ndarray:
-    # ties need no stable order: every run of equal scores is one threshold
-    return np.argsort(-scores)
+def _counts_at_or_above(sorted_asc: np.ndarray, thresholds_asc: np.ndarray) -> np.ndarray:
+    """How many values of ``sorted_asc`` are >= each threshold (thresholds ascending: searchsorted hint)."""
+    return sorted_asc.size - np.searchsorted(sorted_asc, thresholds_asc, side="left")
 
 
-def _group_ends(sorted_scores: np.ndarray) -> np.ndarray:
-    """Index of the last element of each run of equal scores (sorted descending)."""
-    if sorted_scores.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+def _curve(y: np.ndarray, s: np.ndarray, weights: np.ndarray | None = None) -> tuple[Curve, np.ndarray | None]:
+    """Counts at every distinct threshold, descending; with ``weights`` also the weighted positive sum.
+
+    Negatives and positives are sorted separately (plain sorts, far faster than one argsort of all
+    pixels), merged in linear time (stable sort of two sorted runs) to find the distinct thresholds,
+    and counted with binary searches. Ties are one threshold.
+    """
+    neg = np.sort(s[~y])
+    pos_idx = np.flatnonzero(y)
+    pos_order = np.argsort(s[pos_idx], kind="stable")
+    pos = s[pos_idx][pos_order]
+    merged = np.sort(np.concatenate([neg, pos]), kind="stable")
+    if merged.size == 0:
+        empty = np.zeros(0, dtype=np.float64)
+        return Curve(thresholds=merged, tps=empty, fps=empty), (empty if weights is not None else None)
+    distinct = merged[np.r_[merged[1:] != merged[:-1], True]]  # ascending
+    tps = _counts_at_or_above(pos, distinct)[::-1].astype(np.float64)
+    fps = _counts_at_or_above(neg, distinct)[::-1].astype(np.float64)
+    curve = Curve(thresholds=distinct[::-1], tps=tps, fps=fps)
+    if weights is None:
+        return curve, None
+    w = weights.reshape(-1)[pos_idx][pos_order]
+    top_down = np.r_[0.0, np.cumsum(w[::-1], dtype=np.float64)]  # weight of the k highest positives
+    return curve, top_down[tps.astype(np.int64)]
 
 
 def clf_curve(labels: np.ndarray, scores: np.ndarray) -> Curve:
     """True/false positive counts at every distinct threshold (descending)."""
     y, s = _as_1d(labels, scores)
-    return _sorted_curve(y, s)[0]
+    return _curve(y, s)[0]
 
 
 def _both_classes(curve: Curve) -> bool:
@@ -201,20 +227,6 @@ def region_weights(masks: np.ndarray) -> np.ndarray:
     return weights
 
 
-def _pro_curve(curve: Curve, order: np.ndarray, ends: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, pro) at each threshold of ``curve``, starting at (0, 0); ``order``/``ends`` built it."""
-    pro = np.cumsum(weights[order], dtype=np.float64)[ends]
-    return np.r_[0.0, curve.fps / curve.n_neg], np.r_[0.0, pro]
-
-
-def _sorted_curve(y: np.ndarray, s: np.ndarray) -> tuple[Curve, np.ndarray, np.ndarray]:
-    order = _descending_order(s)
-    s_sorted = s[order]
-    ends = _group_ends(s_sorted)
-    tps = np.cumsum(y[order], dtype=np.float64)[ends]
-    return Curve(thresholds=s_sorted[ends], tps=tps, fps=(ends + 1).astype(np.float64) - tps), order, ends
-
-
 def integrate_pro(fpr: np.ndarray, pro: np.ndarray, max_fpr: float = DEFAULT_MAX_FPR) -> float:
     """Trapezoid integral of PRO over FPR in [0, max_fpr], interpolated at max_fpr, / max_fpr."""
     if not 0 < max_fpr <= 1:
@@ -254,11 +266,53 @@ def pixel_metrics(masks: np.ndarray, maps: np.ndarray, max_fpr: float = DEFAULT_
     y, s = _as_1d(m, a)
     if not y.any() or y.all():
         return dict.fromkeys(("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"), math.nan)
-    curve, order, ends = _sorted_curve(y, s)
-    fpr, pro = _pro_curve(curve, order, ends, region_weights(m).reshape(-1))
+    curve, pro = _curve(y, s, region_weights(m))
+    fpr = np.r_[0.0, curve.fps / curve.n_neg]
+    pro = np.r_[0.0, pro]
     return {
         "pixel_auroc": _auroc_from(curve),
         "pixel_ap": _ap_from(curve),
         "pixel_f1max": _f1max_from(curve),
         "pixel_aupro": integrate_pro(fpr, pro, max_fpr),
     }
+
+
+# --------------------------------------------------------------------------------- summary
+def summarise(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    defects: list[str],
+    maps: np.ndarray,
+    masks: np.ndarray,
+    pixel_ok: np.ndarray,
+    max_fpr: float = DEFAULT_MAX_FPR,
+) -> dict[str, Any]:
+    """Metrics over all images plus one row per defect type (that type's images + all good ones).
+
+    Pixel metrics use the images whose mask is known (good images, anomalous ones with a mask); they
+    are ``nan`` when no anomalous image has a mask.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    defect_arr = np.asarray(defects, dtype=object)
+
+    def row(sel: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = dict(image_metrics(labels[sel], scores[sel]))
+        psel = sel & pixel_ok
+        if psel.all():  # no fancy-index copy of every map for the all-images row
+            out.update(pixel_metrics(masks, maps, max_fpr))
+        elif psel.any() and labels[psel].any():
+            out.update(pixel_metrics(masks[psel], maps[psel], max_fpr))
+        else:
+            out.update(dict.fromkeys(("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"), math.nan))
+        out["n_images"] = int(sel.sum())
+        out["n_anomalous"] = int(labels[sel].sum())
+        return {k: out[k] for k in (*METRIC_KEYS, "n_images", "n_anomalous")}
+
+    everything = np.ones(labels.shape, dtype=bool)
+    metrics = row(everything)
+    good = labels == 0
+    metrics["per_defect"] = {
+        d: row(good | (defect_arr == d)) for d in sorted({d for d, y in zip(defects, labels) if y})
+    }
+    return metrics

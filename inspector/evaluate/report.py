@@ -12,12 +12,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inspector.evaluate.metrics import AUPR_DEFINITION, precision_recall_curve, roc_curve
-from inspector.evaluate.runner import METRIC_KEYS, EvalResult
+from inspector.evaluate.metrics import AUPR_DEFINITION, METRIC_KEYS, precision_recall_curve, roc_curve
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.evaluate.runner import EvalResult
 
 _COUNT_KEYS = ("n_images", "n_anomalous")
 _HEADERS = {
@@ -89,6 +91,7 @@ def plot_curves(result: EvalResult, path: str | Path) -> Path:
     """Image-level ROC and PR curves and the score histograms of good vs defective images."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     labels, scores = result.labels(), result.scores()
     m = result.metrics
@@ -130,6 +133,7 @@ def plot_curves(result: EvalResult, path: str | Path) -> Path:
             ax_hist.axvline(result.threshold, color="black", ls="--", lw=1, label=f"threshold {result.threshold:g}")
         ax_hist.legend(fontsize=8)
     ax_hist.set(xlabel="image score", ylabel="images", title="Score histogram")
+    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
     title = f"{result.category} — {result.pipeline}"
     if result.profile_name:
         title += f" ({result.profile_name})"
@@ -161,7 +165,8 @@ def format_table(result: EvalResult) -> str:
         notes.append(f"{len(result.failed)} images failed and are left out (see scores.csv)")
     if result.cancelled:
         notes.append("cancelled: metrics cover only the images done")
-    notes.append(f"{result.seconds:.1f} s")
+    n_done = len(result.scored)
+    notes.append(f"{n_done} images in {result.seconds:.1f} s ({result.seconds / max(n_done, 1):.3f} s per image)")
     return "\n".join(lines + notes)
 
 

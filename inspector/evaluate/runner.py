@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 from inspector.detect.base import Progress
 from inspector.detect.maps import resize_map
 from inspector.evaluate.datasets import GOOD, Dataset, Sample, load_dataset
-from inspector.evaluate.metrics import DEFAULT_MAX_FPR, image_metrics, pixel_metrics
+from inspector.evaluate.metrics import DEFAULT_MAX_FPR, METRIC_KEYS, summarise
 from inspector.imaging import ImageReadError, read_image
 from inspector.inspection import Inspector
 from inspector.profile import ProductProfile
@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 Cancel = Callable[[], bool]
 """Returns True when the caller wants the evaluation to stop (checked before each image)."""
 
-METRIC_KEYS = (
-    "image_auroc", "image_aupr", "image_f1max",
-    "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro",
-)
 PREPARE_SHARE = 0.1
 """Fraction of the progress bar given to preparing the pipeline."""
 
@@ -76,7 +72,6 @@ class EvalResult:
     profile_name: str = ""
     threshold: float | None = None
     cancelled: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scored(self) -> list[ImageRecord]:
@@ -91,45 +86,6 @@ class EvalResult:
 
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.scored], dtype=np.int64)
-
-
-# ------------------------------------------------------------------------------------ metrics
-def summarise(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    defects: list[str],
-    maps: np.ndarray,
-    masks: np.ndarray,
-    pixel_ok: np.ndarray,
-    max_fpr: float = DEFAULT_MAX_FPR,
-) -> dict[str, Any]:
-    """Metrics over all images plus one row per defect type (that type's images + all good ones).
-
-    Pixel metrics use the images whose mask is known (good images, anomalous ones with a mask); they
-    are ``nan`` when no anomalous image has a mask.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    defect_arr = np.asarray(defects, dtype=object)
-
-    def row(sel: np.ndarray) -> dict[str, Any]:
-        out: dict[str, Any] = dict(image_metrics(labels[sel], scores[sel]))
-        psel = sel & pixel_ok
-        if psel.any() and labels[psel].any():
-            out.update(pixel_metrics(masks[psel], maps[psel], max_fpr))
-        else:
-            out.update(dict.fromkeys(("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"), math.nan))
-        out["n_images"] = int(sel.sum())
-        out["n_anomalous"] = int(labels[sel].sum())
-        return {k: out[k] for k in (*METRIC_KEYS, "n_images", "n_anomalous")}
-
-    everything = np.ones(labels.shape, dtype=bool)
-    metrics = row(everything)
-    good = labels == 0
-    metrics["per_defect"] = {
-        d: row(good | (defect_arr == d)) for d in sorted({d for d, y in zip(defects, labels) if y})
-    }
-    return metrics
 
 
 # ------------------------------------------------------------------------------------- runner

@@ -11,7 +11,8 @@ Which blocks the adapters belong to is not stored in the checkpoint. A model-sto
 name them (``options: {layers: [6, 12, 18, 24]}``); otherwise they are spread evenly over the
 model's depth (n adapters on a depth-D ViT → blocks D·i/n, i = 1..n), which gives 6/12/18/24 for
 4 adapters on 24 blocks. An entry may also name the CLIP it was trained with (``options.clip``)
-and its input size (``options.image_size``, 518 for the published ones).
+and, per file, the dataset it was trained on (``options.trained_on``) — an evaluation must never
+use an adapter on the dataset it was trained on.
 """
 
 from __future__ import annotations
@@ -89,7 +90,6 @@ class AprilGanAdapter:
         key: str = "*",
         layers: Sequence[int] | None = None,
         clip_key: str | None = None,
-        image_size: int | None = None,
     ) -> None:
         state = adapter_state_dict(state, f"adapter {key!r}")
         self.count = len(state) // 2
@@ -106,7 +106,7 @@ class AprilGanAdapter:
         if self.layers is not None and len(self.layers) != self.count:
             raise AdapterError(f"adapter {key!r}: {self.count} adapters but {len(self.layers)} layers {self.layers}")
         self.clip_key = clip_key
-        self.image_size = image_size
+        self.trained_on: str | None = None  # dataset the adapters were trained on (store option)
 
     def __repr__(self) -> str:
         return (f"AprilGanAdapter(key={self.key!r}, {self.count}×Linear({self.in_features}→{self.out_features}), "
@@ -123,14 +123,19 @@ class AprilGanAdapter:
 
     @classmethod
     def from_store(cls, store: ModelStore, key: str, device: torch.device, dtype: torch.dtype) -> AprilGanAdapter:
-        entry = store.entry(key)
+        """Load from the model store. ``key`` may name one file of the entry: ``"<key>:<file>"``
+        (the published entry holds an adapter trained on MVTec-AD and one trained on VisA)."""
+        base, _, file = key.partition(":")
+        entry = store.entry(base)
         options = dict(getattr(entry, "options", None) or {})
-        checkpoint = store.load_state_dict(key)
-        state = adapter_state_dict(checkpoint, f"model store entry {key!r} ({store.path(key)})")
-        layers = options.get("layers")
-        size = options.get("image_size")
-        return cls(state, device, dtype, key, layers=layers, clip_key=options.get("clip"),
-                   image_size=int(size) if size else None)
+        file = file or store.weights_file(base)
+        checkpoint = store.load_state_dict(base, file)
+        state = adapter_state_dict(checkpoint, f"model store entry {base!r} file {file!r}")
+        adapter = cls(state, device, dtype, key, layers=options.get("layers"), clip_key=options.get("clip"))
+        adapter.trained_on = dict(options.get("trained_on") or {}).get(file)
+        if adapter.trained_on:
+            log.info("adapter %s/%s was trained on %s: never evaluate it there", base, file, adapter.trained_on)
+        return adapter
 
     # ----------------------------------------------------------------- use
     def layers_for(self, depth: int) -> tuple[int, ...]:

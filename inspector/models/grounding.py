@@ -184,8 +184,10 @@ class GroundingModel:
     ) -> None:
         self.model = model.to(device).eval()
         self.device = device
-        # The deformable attention of groundingdino-py runs in fp32 on CPU (no bf16 kernel) and
-        # its masks use -inf fills; run autocast only on CUDA (fp16 there, as the hub decides).
+        # fp16 autocast on CUDA (the library clamps its fusion attention for fp16). On CPU it runs in
+        # fp32 even where the hub picks bf16: the two-stage query selection is a top-k over token
+        # scores, and bf16 rounding changes which queries are selected (tiny model: token scores
+        # moved by up to 0.98), i.e. which defects are found.
         self.dtype = dtype if device.type == "cuda" else torch.float32
         self.key = key
         self.short_side = short_side
@@ -286,22 +288,26 @@ class GroundingModel:
         }
 
     # ----------------------------------------------------------------- image side
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """RGB uint8 HxWx3 -> normalised 3×h×w float tensor at GroundingDINO's input size."""
+    def preprocess(self, image: np.ndarray, short_side: int | None = None, max_size: int | None = None) -> torch.Tensor:
+        """RGB uint8 HxWx3 -> normalised 3×h×w float tensor at GroundingDINO's input size.
+
+        ``short_side``/``max_size`` default to the wrapper's (800 / 1333, GroundingDINO's own).
+        """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"GroundingDINO expects RGB uint8 HxWx3, got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
-        oh, ow = resized_hw(h, w, self.short_side, self.max_size)
+        oh, ow = resized_hw(h, w, short_side or self.short_side, max_size or self.max_size)
         resized = cv2.resize(image, (ow, oh), interpolation=cv2.INTER_LINEAR) if (oh, ow) != (h, w) else image
         x = torch.as_tensor(np.ascontiguousarray(resized), device=self.device).permute(2, 0, 1).float().div_(255.0)
         return (x - self.mean) / self.std
 
-    def encode_image(self, image: np.ndarray) -> GroundingImage:
+    def encode_image(self, image: np.ndarray, short_side: int | None = None,
+                     max_size: int | None = None) -> GroundingImage:
         """Backbone, positional encodings and input projections of one image."""
         from groundingdino.util.misc import NestedTensor
 
         m = self.model
-        x = self.preprocess(image)[None]
+        x = self.preprocess(image, short_side, max_size)[None]
         pad = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.bool, device=self.device)
         samples = NestedTensor(x, pad)
         with inference_autocast(self.device, self.dtype):
@@ -364,9 +370,10 @@ class GroundingModel:
         return scores.float().cpu().numpy(), coords.float().cpu().numpy()
 
     # ----------------------------------------------------------------- unsplit reference path
-    def forward_full(self, image: np.ndarray, caption: str) -> GroundingPrediction:
+    def forward_full(self, image: np.ndarray, caption: str, short_side: int | None = None,
+                     max_size: int | None = None) -> GroundingPrediction:
         """The library's own forward for one caption (backbone + BERT + transformer every call)."""
-        x = self.preprocess(image)[None]
+        x = self.preprocess(image, short_side, max_size)[None]
         with inference_autocast(self.device, self.dtype):
             out = self.model(x, captions=[normalise_caption(caption)])
         self.image_calls += 1

@@ -481,6 +481,8 @@ class ModelStore:
         self.manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest_path()
         self._entries = load_manifest(self.manifest_path)
         self._lock = threading.RLock()
+        # (size, mtime_ns, sha256) per "<key>/<file>": spares re-hashing when the store is read-only
+        self._seen: dict[str, tuple[int, int, str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelStore:
@@ -565,6 +567,7 @@ class ModelStore:
     def _record(self, key: str, file: str, path: Path, sha: str, source: str | None = None) -> None:
         st = path.stat()
         rel = f"{key}/{file}"
+        self._seen[rel] = (st.st_size, st.st_mtime_ns, sha)
         try:
             with self._records_lock():
                 files = self.records()
@@ -585,19 +588,24 @@ class ModelStore:
     def _sha256(self, key: str, file: str, path: Path, full: bool, progress: Progress | None = None) -> str:
         """sha256 of an installed file: from the record when size+mtime match (unless ``full``)."""
         st = path.stat()
-        rec = self.records().get(f"{key}/{file}")
-        if (
-            not full
-            and rec
-            and rec.get("size") == st.st_size
-            and rec.get("mtime_ns") == st.st_mtime_ns
-            and isinstance(rec.get("sha256"), str)
-        ):
-            return rec["sha256"]
+        rel = f"{key}/{file}"
+        if not full:
+            seen = self._seen.get(rel)
+            if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
+                return seen[2]
+            rec = self.records().get(rel)
+            if (
+                rec
+                and rec.get("size") == st.st_size
+                and rec.get("mtime_ns") == st.st_mtime_ns
+                and isinstance(rec.get("sha256"), str)
+            ):
+                return rec["sha256"]
         log.info("hashing %s (%.0f MB)", path, st.st_size / 1e6)
-        msg = f"verifying {key}/{file}"
+        msg = f"verifying {rel}"
         cb = (lambda n: progress(n / max(st.st_size, 1), msg)) if progress else None
         sha = sha256_of(path, cb)
+        self._seen[rel] = (st.st_size, st.st_mtime_ns, sha)
         self._record(key, file, path, sha)
         return sha
 

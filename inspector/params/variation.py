@@ -28,9 +28,26 @@ class VariationParams(Params):
     feature_stride: int = Field(4, ge=1, le=16, description="px at working size between patch descriptors")
     search_radius: int = Field(1, ge=0, le=8, description="local memory: patches searched around the same place")
     coreset_ratio: float = Field(
-        0.25, gt=0, le=1, description="global memory: fraction of reference patches kept (greedy coreset)"
+        0.1, gt=0, le=1, description="global memory: fraction of reference patches kept (greedy coreset)"
+    )
+    global_dims: int = Field(
+        32, ge=0, le=256, description="global memory: descriptor dimensions kept (principal directions; 0 = all)"
     )
     photometric: bool = Field(True, description="match each image's brightness/contrast to the references")
+    whitening: float = Field(
+        0.9, ge=0, le=1,
+        description="weight of the metric learned from how the references differ from each other "
+        "(0 = plain standardised distance, 1 = full Mahalanobis on leave-one-out residuals)",
+    )
+    variation_model: bool = Field(
+        True, description="local memory: score each place relative to how much the references vary there"
+    )
+    variation_sigma: float = Field(8.0, gt=0, description="smoothing of the per-place spread (px at working size)")
+    border_margin: float = Field(
+        8.0, ge=0,
+        description="px near the edge of what an aligned image shows whose scores are faded out (the filter "
+        "bank there also sees filled-in reference content)",
+    )
     texture_threshold: float = Field(
         0.15, ge=0, le=1,
         description="auto: the references count as a texture when their coarse layout explains less than "

@@ -121,6 +121,8 @@ class DecisionBar(QWidget):
         self.save_label.setWordWrap(True)
         self.events = QListWidget()
         self.events.setMinimumHeight(80)
+        self.events.setWordWrap(True)
+        self.events.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
         for b in (self.accept_button, self.reject_button, self.undo_button, self.confirm_button,
                   self.cancel_button, self.logout_button):

@@ -57,6 +57,18 @@ class EngineerPanel(QWidget):
         self.editor.profile_saved.connect(self.evaluation.set_profile_folder)
         self.editor.profile_saved.connect(self.profile_saved)
         self.evaluation.profile_saved.connect(self._on_threshold_saved)
+        self.profile_saved.connect(self._reload_station)
+
+        current = worker.current_profile() if hasattr(worker, "current_profile") else None
+        if current is not None and current.folder is not None:
+            self.open_profile(current.folder)
+
+    def _reload_station(self, folder: str) -> None:
+        """A new version of the profile the station runs was saved: the station picks it up."""
+        current = self.worker.current_profile() if hasattr(self.worker, "current_profile") else None
+        if current is not None and current.folder is not None and Path(current.folder) == Path(folder):
+            log.info("station profile %s saved; reloading it", current.name)
+            self.worker.reload_profile()
 
     def open_profile(self, folder: str | Path) -> None:
         """Show a profile in the editor (e.g. the one the operator station is running)."""

@@ -5,7 +5,8 @@ progress and cancel. The plots show the image-score histograms of good vs defect
 decision threshold as a draggable line, the ROC and PR curves with the operating point, and the
 confusion counts at the line — escapes (defective parts passed) and false rejects (good parts
 failed) — which follow the line live. "Apply to profile" saves the threshold as a new profile
-version. Clicking a row of the per-image table shows that image with its overlay.
+version. Clicking a row of the per-image table shows that image with its heatmap, predicted
+contours and ground truth in the station's image view.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QPixmap
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -43,18 +44,19 @@ from PySide6.QtWidgets import (
 from inspector.evaluate.datasets import LAYOUTS, load_dataset
 from inspector.evaluate.metrics import precision_recall_curve, roc_curve
 from inspector.evaluate.runner import EvalResult, evaluate
-from inspector.imaging import read_image, render_overlay
+from inspector.imaging import read_image
 from inspector.inspection import Inspector
 from inspector.profile import ProductProfile, ProfileError, load_profile, save_profile
 from inspector.settings import Settings
 from inspector.ui.engineer_jobs import JobClient
-from inspector.ui.reference_shots import rgb_to_qimage
+from inspector.ui.image_view import ImageView
 
 log = logging.getLogger(__name__)
 
 HIST_BINS = 30
-GOOD_COLOUR = (46, 134, 193)
-BAD_COLOUR = (192, 57, 43)
+GOOD_COLOUR = (52, 152, 219)
+BAD_COLOUR = (231, 76, 60)
+LINE_COLOUR = (241, 196, 15)  # visible on pyqtgraph's dark and light backgrounds
 COLUMNS = ("image", "defect", "truth", "score", "verdict")
 
 
@@ -85,7 +87,11 @@ class Confusion:
 
 
 def confusion_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> Confusion:
-    """Confusion counts of ``score >= threshold`` → FAIL against labels (1 = defective)."""
+    """Confusion counts of ``score >= threshold`` → FAIL against labels (1 = defective).
+
+    The image score alone: the profile's ``min_defect_area_px`` (applied by the station's
+    ``decide``) can turn a few of these FAILs into PASSes; the evaluation's own verdicts include it.
+    """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1).astype(bool)
     if s.shape != y.shape:
@@ -161,9 +167,10 @@ class EvaluationView(QWidget):
                                         pen=pg.mkPen(BAD_COLOUR, width=2), brush=(*BAD_COLOUR, 80))
         self.hist_plot.addItem(self.good_hist)
         self.hist_plot.addItem(self.bad_hist)
-        self.threshold_line = pg.InfiniteLine(pos=0.5, angle=90, movable=True, pen=pg.mkPen("k", width=2),
-                                              hoverPen=pg.mkPen("m", width=3), label="threshold {value:.3f}",
-                                              labelOpts={"position": 0.9, "color": "k"})
+        self.hist_plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.threshold_line = pg.InfiniteLine(pos=0.5, angle=90, movable=True, pen=pg.mkPen(LINE_COLOUR, width=2),
+                                              hoverPen=pg.mkPen(LINE_COLOUR, width=4), label="threshold {value:.3f}",
+                                              labelOpts={"position": 0.7, "color": LINE_COLOUR, "movable": True})
         self.threshold_line.sigPositionChanged.connect(self._on_line_moved)
         self.hist_plot.addItem(self.threshold_line)
         self.roc_plot = self.graphics.addPlot(title="ROC")
@@ -171,13 +178,13 @@ class EvaluationView(QWidget):
         self.roc_plot.setLabel("left", "detection rate (TPR)")
         self.roc_plot.setRange(xRange=(0, 1), yRange=(0, 1))
         self.roc_curve = self.roc_plot.plot(pen=pg.mkPen(BAD_COLOUR, width=2))
-        self.roc_point = self.roc_plot.plot(symbol="o", symbolSize=10, symbolBrush="k", pen=None)
+        self.roc_point = self.roc_plot.plot(symbol="o", symbolSize=11, symbolBrush=LINE_COLOUR, pen=None)
         self.pr_plot = self.graphics.addPlot(title="precision / recall")
         self.pr_plot.setLabel("bottom", "recall")
         self.pr_plot.setLabel("left", "precision")
         self.pr_plot.setRange(xRange=(0, 1), yRange=(0, 1))
         self.pr_curve = self.pr_plot.plot(pen=pg.mkPen(GOOD_COLOUR, width=2))
-        self.pr_point = self.pr_plot.plot(symbol="o", symbolSize=10, symbolBrush="k", pen=None)
+        self.pr_point = self.pr_plot.plot(symbol="o", symbolSize=11, symbolBrush=LINE_COLOUR, pen=None)
 
         # ---- threshold controls
         self.threshold_spin = QDoubleSpinBox()
@@ -201,9 +208,9 @@ class EvaluationView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.cellClicked.connect(lambda row, _col: self.open_row(row))
-        self.detail = QLabel("click an image in the table")
-        self.detail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.detail = ImageView()  # the station's view: heatmap, contours, ground truth, zoom
         self.detail.setMinimumSize(240, 240)
+        self.detail.set_message("click an image in the table")
         self.detail_caption = QLabel("")
         self.detail_caption.setWordWrap(True)
 
@@ -456,20 +463,19 @@ class EvaluationView(QWidget):
                 if gt.shape != image.shape[:2]:
                     gt = cv2.resize(gt.astype(np.uint8), (image.shape[1], image.shape[0]),
                                     interpolation=cv2.INTER_NEAREST).astype(bool)
-            vmax = max(1.0, float(ins.detection.anomaly_map.max()))
-            overlay = render_overlay(image, ins.detection.anomaly_map, ins.detection.regions, gt, vmax=vmax)
-            return overlay, ins.verdict, ins.image_score, rec
+            return image, ins, gt, rec
 
         self.detail_caption.setText(f"inspecting {rec.path.name}…")
         self.jobs.submit("detail", job, done=self._on_detail, failed=self._on_detail_failed)
 
     def _on_detail(self, payload: tuple) -> None:
-        overlay, verdict, score, rec = payload
-        self.detail_overlay = overlay
-        self.detail.setPixmap(QPixmap.fromImage(rgb_to_qimage(overlay)).scaled(
-            self.detail.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+        image, ins, gt, rec = payload
+        det = ins.detection
+        vmax = max(1.0, float(det.anomaly_map.max()) if det.anomaly_map.size else 1.0)
+        self.detail.show_inspection(image, det.anomaly_map, det.regions, gt_mask=gt, vmax=vmax)
         truth = "defective" if rec.label else "good"
-        self.detail_caption.setText(f"{rec.path.name}: {verdict} (score {score:.4f}), truth {truth} ({rec.defect})")
+        self.detail_caption.setText(
+            f"{rec.path.name}: {ins.verdict} (score {det.image_score:.4f}), truth {truth} ({rec.defect})")
 
     def _on_detail_failed(self, msg: str) -> None:
         self.detail_caption.setText(f"<span style='color:#c0392b'>{msg}</span>")

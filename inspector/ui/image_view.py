@@ -121,7 +121,7 @@ class ImageView(QWidget):
         self.heat_check.setChecked(True)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(45)
+        self.opacity.setValue(40)
         self.opacity.setFixedWidth(120)
         self.opacity.setToolTip("heatmap opacity")
         self.contour_check = QCheckBox("Contours")

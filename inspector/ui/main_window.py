@@ -186,13 +186,17 @@ class MainWindow(QMainWindow):
         self.batch_progress = QProgressBar()
         self.batch_progress.setFormat("%v / %m inspected")
         self.batch_progress.setVisible(False)
-        for w in (self.prev_button, self.next_button):
+        self.add_reference_button = QPushButton("+ Reference shot")
+        self.add_reference_button.setToolTip("add the image on screen to the profile's reference shots "
+                                             "(Engineer tab → Profile)")
+        for w in (self.prev_button, self.next_button, self.add_reference_button):
             w.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         nav = QHBoxLayout()
         nav.addWidget(self.prev_button)
         nav.addWidget(self.position_label)
         nav.addWidget(self.next_button)
         nav.addWidget(self.batch_progress, 1)
+        nav.addWidget(self.add_reference_button)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
@@ -221,6 +225,8 @@ class MainWindow(QMainWindow):
         # ---- engineer tab
         self.engineer = self._make_engineer()
         self.tabs.addTab(self.engineer, "Engineer")
+        self.add_reference_button.setVisible(hasattr(self.engineer, "add_current_image"))
+        self.add_reference_button.clicked.connect(self.add_current_to_references)
         self.tabs.currentChanged.connect(self._tab_changed)
 
         # ---- status bar
@@ -280,11 +286,19 @@ class MainWindow(QMainWindow):
         w.profile_ready.connect(self._on_profile_ready)
         w.profile_failed.connect(self._on_profile_failed)
         w.result.connect(self._on_result)
-        w.error.connect(lambda msg: self.decision.add_event(msg, "error"))
+        w.error.connect(self._on_worker_error)
         w.queue_changed.connect(self._on_queue)
         w.dropped_changed.connect(self._on_dropped)
         w.source_finished.connect(self._on_source_finished)
-        w.busy_changed.connect(lambda busy: self._update_status())
+        w.busy_changed.connect(self._on_busy)
+
+    # Worker signals are emitted in the worker thread: connect them only to methods of this
+    # QObject (queued into the UI thread), never to lambdas (which would run in the worker).
+    def _on_worker_error(self, message: str) -> None:
+        self.decision.add_event(message, "error")
+
+    def _on_busy(self, _busy: bool) -> None:
+        self._update_status()
 
     def _build_shortcuts(self) -> None:
         self._shortcuts: list[QShortcut] = []
@@ -336,7 +350,7 @@ class MainWindow(QMainWindow):
         geo = self.qs.value("window/geometry")
         if geo is not None:
             self.restoreGeometry(geo)
-        self.view.opacity.setValue(int(self.qs.value("view/opacity", 45)))
+        self.view.opacity.setValue(int(self.qs.value("view/opacity", 40)))
         kind = str(self.qs.value("source/kind", "folder"))
         idx = self.source_kind_combo.findData(kind)
         self.source_kind_combo.setCurrentIndex(max(idx, 0))
@@ -424,14 +438,17 @@ class MainWindow(QMainWindow):
         self.loading_bar.setVisible(not done)
         self.loading_bar.setValue(int(frac * 100))
         self.loading_bar.setFormat(f"{msg} %p%" if msg else "%p%")
-        if msg and not done:
+        if done:
+            self.statusBar().clearMessage()
+        elif msg:
             self.statusBar().showMessage(msg, 3000)
 
     def _on_profile_ready(self, info: ProfileInfo) -> None:
         self.profile_info = info
         p = info.profile
         self.device_label.setText(f"device: {info.device}")
-        self.model_label.setText(f"{p.name} v{p.version} · {p.pipeline}")
+        models = ", ".join(k.split(":", 1)[-1] for k in info.model_keys) or "weight-free"
+        self.model_label.setText(f"{p.name} v{p.version} · {p.pipeline} · {models}")
         self.decision.add_event(
             f"profile {p.name} v{p.version} ready ({p.pipeline}, {len(info.references)} reference shots, "
             f"{info.seconds:.1f} s)"
@@ -554,7 +571,7 @@ class MainWindow(QMainWindow):
         review = self.review
         if review is None:
             return
-        if self.profile_info is not None and res.inspection is not None \
+        if review.mode != "stream" and self.profile_info is not None and res.inspection is not None \
                 and res.generation != self.profile_info.generation:
             review.requested.discard(res.key)
             self._request_more()
@@ -597,16 +614,29 @@ class MainWindow(QMainWindow):
             return
         if res is None:
             if key is not None and self.folder is not None:
-                self.view.set_message(f"inspecting {self.folder.paths[key].name} …")
-                self.decision.show_busy(self.folder.paths[key].name)
+                name = self.folder.paths[key].relative_to(self.folder.folder).as_posix()
+                self.view.set_message(f"inspecting {name} …")
+                self.decision.show_busy(name)
             elif review.mode == "live":
                 self.decision.clear("waiting for the camera …")
             return
         self._display(res, key)
 
+    def display_name(self, frame: Any) -> str:
+        """The image's path relative to the folder under review (``scratch/003.png``), or its name."""
+        path = frame.path
+        if path is None:
+            return frame.name
+        if self.folder is not None:
+            try:
+                return path.relative_to(self.folder.folder).as_posix()
+            except ValueError:
+                pass
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
     def _display(self, res: StationResult, key: int | None) -> None:
         frame = res.frame
-        name = frame.name
+        name = self.display_name(frame)
         if res.error:
             if frame.image is not None:
                 self.view.show_inspection(frame.image, message=res.error)
@@ -653,6 +683,23 @@ class MainWindow(QMainWindow):
             self.decision.press_escape()
             self._request_more()
             self._show_current(auto_skip=False)
+
+    def add_current_to_references(self) -> str | None:
+        """Hand the frame on screen to the engineer tools as a new reference shot of the edited profile."""
+        res = self.review.current() if self.review is not None else None
+        if res is None or res.frame.image is None or not hasattr(self.engineer, "add_current_image"):
+            self.statusBar().showMessage("no image to add", 3000)
+            return None
+        if getattr(self.engineer, "editor", None) is not None and self.engineer.editor.profile is None \
+                and self.profile_info is not None and self.profile_info.folder is not None:
+            self.engineer.open_profile(self.profile_info.folder)
+        rel = self.engineer.add_current_image(res.frame.image)
+        if rel:
+            self.decision.add_event(f"added {self.display_name(res.frame)} as reference shot {rel} "
+                                    "(save the profile in the Engineer tab)")
+        else:
+            self.decision.add_event("could not add the reference shot (see the Engineer tab)", "warning")
+        return rel
 
     def toggle_hold(self) -> None:
         if self.review is not None and self.review.mode == "live":
@@ -701,7 +748,9 @@ class MainWindow(QMainWindow):
     def _report_save(self, stored: InspectionRecord | None, rec: InspectionRecord) -> None:
         if stored is not None:
             verdict = "UNDO" if rec.kind == "correction" else rec.operator_verdict
-            self.decision.set_save_status(f"✔ saved #{stored.id} ({verdict})", True)
+            image = Path(rec.image_path) if rec.image_path else None
+            name = f"{image.parent.name}/{image.name}" if image is not None else (rec.source_id or "")
+            self.decision.set_save_status(f"✔ last decision saved #{stored.id}: {verdict} · {name}", True)
         else:
             n = len(self.keeper.pending)
             self.decision.set_save_status(f"⚠ NOT SAVED — {n} decision(s) kept in memory, retrying", False)

@@ -24,6 +24,7 @@ e.g. ``("variation.smoothing_sigma",)``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -180,11 +181,21 @@ class PreviewEngine:
         log.debug("preview: profile %s -> %s", profile.name, effect)
         return effect
 
+    @staticmethod
+    def _key(path: str) -> str:
+        """Cache key of an image file: a file rewritten in place is analysed again."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return path
+        return f"{path}|{st.st_mtime_ns}|{st.st_size}"
+
     def image(self, path: str) -> np.ndarray:
-        img = self._images.get(path)
+        key = self._key(path)
+        img = self._images.get(key)
         if img is None:
             img = read_image(path)
-            self._images[path] = img
+            self._images[key] = img
             while len(self._images) > self._cache_images:
                 self._images.popitem(last=False)
         return img
@@ -198,12 +209,13 @@ class PreviewEngine:
         if self.inspector is None:
             raise RuntimeError("preview has no profile yet; call update() first")
         image = self.image(path)
-        analysis = self._analyses.get(path)
+        key = self._key(path)
+        analysis = self._analyses.get(key)
         analysed = analysis is None
         if analysed:
             analysis = self.inspector.detector.analyse(image)
             self.analyse_count += 1
-            self._analyses[path] = analysis
+            self._analyses[key] = analysis
             while len(self._analyses) > self._cache_images:
                 self._analyses.popitem(last=False)
         inspection = self.inspector.finish(analysis, image, image_path=path)

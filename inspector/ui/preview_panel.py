@@ -1,8 +1,9 @@
 """Image pane of the profile editor: sample image, live overlay, and the ROI polygon tool.
 
-Shows the last preview result (heatmap + regions drawn by :func:`inspector.imaging.render_overlay`)
-in a pyqtgraph view where one image pixel is one view unit (row-major, y pointing down), so the
-ROI polygon's vertices are image pixel coordinates (x, y) as the profile stores them.
+Shows the last preview result in the station's own :class:`inspector.ui.image_view.ImageView`
+(heatmap, contours, boxes; one image pixel is one view unit, y pointing down), so the ROI
+polygon drawn on that view has its vertices in image pixel coordinates (x, y), as the profile
+stores them.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from inspector.imaging import IMAGE_EXTENSIONS, render_overlay
+from inspector.imaging import IMAGE_EXTENSIONS, ImageReadError, read_image
 from inspector.inspection import Inspection
+from inspector.ui.image_view import ImageView
 
 log = logging.getLogger(__name__)
 
+PREVIEW_MAX_SIDE = 4096  # same cap as the station's reader, so ROI pixels match the full image
 ROI_INSET = 0.1
 """A new ROI starts as a rectangle inset by this fraction of the image size."""
 
@@ -63,11 +66,9 @@ class PreviewPanel(QWidget):
         self.clear_roi_button = QPushButton("Clear ROI")
         self.clear_roi_button.clicked.connect(lambda: self.set_roi(None, emit=True))
 
-        self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setMinimumSize(320, 240)
-        self.view = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        self.image_item = pg.ImageItem(axisOrder="row-major")
-        self.view.addItem(self.image_item)
+        self.image_view = ImageView()
+        self.image_view.setMinimumSize(320, 240)
+        self.view = self.image_view.view
 
         self.verdict_label = QLabel("no preview yet")
         self.verdict_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -88,7 +89,7 @@ class PreviewPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
-        layout.addWidget(self.graphics, 1)
+        layout.addWidget(self.image_view, 1)
         layout.addLayout(roi_row)
         layout.addWidget(self.roi_error)
         layout.addWidget(self.verdict_label)
@@ -110,8 +111,15 @@ class PreviewPanel(QWidget):
 
     def _on_combo(self, _index: int) -> None:
         path = self.sample_path()
-        if path:
-            self.sample_changed.emit(path)
+        if not path:
+            return
+        try:  # show the picture at once; the overlay follows when the worker is done
+            self.show_image(read_image(path, max_side=PREVIEW_MAX_SIDE))
+            self.verdict_label.setText("analysing…")
+        except ImageReadError as exc:
+            self.show_message(str(exc), error=True)
+            return
+        self.sample_changed.emit(path)
 
     def _open_dialog(self) -> None:
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS)
@@ -121,17 +129,16 @@ class PreviewPanel(QWidget):
 
     # ------------------------------------------------------------------ results
     def show_image(self, image: np.ndarray) -> None:
-        first = self._image_shape != image.shape[:2]
+        """The bare sample image (its overlay follows when the preview job is done)."""
         self._image_shape = image.shape[:2]
-        self.image_item.setImage(image, autoLevels=False, levels=(0, 255))
-        if first:
-            self.view.autoRange(padding=0.02)
+        self.image_view.show_inspection(image)
 
     def show_result(self, image: np.ndarray, inspection: Inspection, effect: str, threshold: float,
                     analysed: bool = False) -> None:
         det = inspection.detection
         vmax = max(1.0, float(det.anomaly_map.max()) if det.anomaly_map.size else 1.0)
-        self.show_image(render_overlay(image, det.anomaly_map, det.regions, vmax=vmax))
+        self._image_shape = image.shape[:2]
+        self.image_view.show_inspection(image, det.anomaly_map, det.regions, vmax=vmax)
         colour = "#c0392b" if inspection.verdict == "FAIL" else "#1e8449"
         self.verdict_label.setText(
             f"<b style='color:{colour}'>{inspection.verdict}</b> &nbsp; score {det.image_score:.3f}"

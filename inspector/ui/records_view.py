@@ -48,13 +48,18 @@ def local_time(ts: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _short_path(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 COLUMNS: list[tuple[str, Callable[[InspectionRecord], Any]]] = [
     ("#", lambda r: r.id),
     ("Time", lambda r: local_time(r.timestamp)),
     ("Station", lambda r: r.station_id),
     ("Operator", lambda r: r.operator_id),
     ("Profile", lambda r: f"{r.profile_name} v{r.profile_version}"),
-    ("Image", lambda r: Path(r.image_path).name if r.image_path else (r.source_id or "")),
+    ("Image", lambda r: _short_path(r.image_path) if r.image_path else (r.source_id or "")),
     ("Score", lambda r: "" if r.image_score is None else f"{r.image_score:.3f}"),
     ("Station verdict", lambda r: r.auto_verdict or ""),
     ("Operator verdict", lambda r: "UNDO" if r.kind == "correction" else (r.operator_verdict or "")),

@@ -124,7 +124,13 @@ class Review:
         return False
 
     def forget_results(self) -> None:
-        """Drop every result (profile changed): they will be requested again."""
+        """Drop results (profile changed) so that they are requested again.
+
+        A hot-folder stream keeps its results: its files were handed over once and are not read
+        again; each result names the profile that produced it.
+        """
+        if self.mode == "stream":
+            return
         self.results.clear()
         self.requested.clear()
         if self.mode == "live":

@@ -60,6 +60,7 @@ class ProfileInfo:
     seconds: float
     generation: int
     references: list[Path] = field(default_factory=list)
+    model_keys: list[str] = field(default_factory=list)  # "kind:key" of the networks loaded
 
 
 @dataclass
@@ -274,9 +275,28 @@ class StationWorker(QObject):
     def hub(self) -> ModelHub:
         """The model hub (created on first use, in the worker thread)."""
         if self._hub is None:
+            from inspector.models.store import ModelStore
+
             s = self.settings
-            self._hub = ModelHub(device=s.device, precision=s.precision)
+            self._hub = ModelHub(store=ModelStore.from_settings(s), device=s.device, precision=s.precision)
         return self._hub
+
+    def _check_weights(self, inspector: Inspector) -> None:
+        """Fail fast, before building any network, when a model the pipeline needs is not installed."""
+        hub = inspector.hub
+        keys = []
+        for kind in inspector.detector.requires:
+            key = getattr(inspector.profile.models, kind, None)
+            if key and not hub.is_provided(kind, key):
+                keys.append(key)
+        if not keys:
+            return
+        if hub.store is None:
+            from inspector.models.store import ModelStore
+
+            hub.store = ModelStore.from_settings(self.settings)
+        for key in hub.store.with_requirements(keys):
+            hub.store.path(key)  # raises ModelMissingError / ModelCorruptError with the fixing command
 
     def queue_depth(self) -> int:
         with self._lock:
@@ -390,6 +410,7 @@ class StationWorker(QObject):
             profile = target if isinstance(target, ProductProfile) else load_profile(target)
             self._profile = profile
             inspector = Inspector(profile, self.hub)
+            self._check_weights(inspector)
 
             def progress(frac: float, msg: str = "") -> None:
                 self.models_loading.emit(float(frac), str(msg))
@@ -408,7 +429,7 @@ class StationWorker(QObject):
             ProfileInfo(
                 profile=profile, folder=profile.folder, device=self.hub.describe(),
                 seconds=time.perf_counter() - t0, generation=generation,
-                references=[p for p, _, _ in self._refs],
+                references=[p for p, _, _ in self._refs], model_keys=inspector.model_keys(),
             )
         )
 

@@ -8,7 +8,6 @@ tens of milliseconds on 2 shared cores.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,7 +110,3 @@ def window(qtbot, station_settings: Settings, qsettings: QSettings):
     yield win
     win.close()
     assert not win.worker.is_running(), "closing the window must stop the worker thread"
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")

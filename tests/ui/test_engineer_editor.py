@@ -165,8 +165,8 @@ def test_preview_reruns_only_cheap_stage_on_threshold_change(qtbot, editor: Prof
     qtbot.waitUntil(lambda: "threshold 0.01" in editor.preview.verdict_label.text(), timeout=30_000)
     wait_idle(qtbot, editor.jobs)
     assert "FAIL" in editor.preview.verdict_label.text()
-    _type(qtbot, editor, "decision.image_threshold", "0.99")
-    qtbot.waitUntil(lambda: "threshold 0.99" in editor.preview.verdict_label.text(), timeout=30_000)
+    _type(qtbot, editor, "decision.image_threshold", "1.5")  # above the variation scale's top (1)
+    qtbot.waitUntil(lambda: "threshold 1.5" in editor.preview.verdict_label.text(), timeout=30_000)
     wait_idle(qtbot, editor.jobs)
     assert "PASS" in editor.preview.verdict_label.text()
     assert "cheap stage only" in editor.preview.effect_label.text()
@@ -190,3 +190,35 @@ def test_preview_reruns_only_cheap_stage_on_threshold_change(qtbot, editor: Prof
     qtbot.waitUntil(lambda: "re-prepared" in editor.preview.effect_label.text(), timeout=30_000)
     wait_idle(qtbot, editor.jobs)
     assert len(calls) == 2 and editor.engine.prepare_count == prepares + 1
+
+
+def test_panel_follows_station_profile_and_reloads_it_on_save(qtbot, station_worker, eng_settings,
+                                                              widget_profile) -> None:
+    from inspector.ui.engineer import EngineerPanel
+
+    with qtbot.waitSignal(station_worker.profile_ready, timeout=30_000):
+        station_worker.load_profile(widget_profile.folder)
+    panel = EngineerPanel(station_worker, eng_settings)
+    qtbot.addWidget(panel)
+    assert panel.editor.profile is not None and panel.editor.profile.name == "widget"
+    panel.editor.fields["decision.image_threshold"].widget.setText("0.66")
+    with qtbot.waitSignal(station_worker.profile_ready, timeout=30_000) as ready:
+        panel.editor.save()
+    assert ready.args[0].profile.version == 2
+    assert station_worker.current_profile().decision.image_threshold == 0.66
+    for view in (panel.editor, panel.evaluation, panel.models):
+        wait_idle(qtbot, view.jobs)
+
+
+def test_broken_profile_file_is_reported_and_revert_restores(qtbot, editor: ProfileEditor, eng_settings) -> None:
+    broken = eng_settings.profiles_dir / "broken"
+    broken.mkdir()
+    (broken / "profile.yaml").write_text("name: broken\nproperties: {max_area_ratio: 3}\n")
+    assert editor.load(broken) is None
+    assert editor.general_error.text() == "broken/profile.yaml: properties.max_area_ratio: must be in (0, 1], got 3"
+    assert editor.profile.name == "widget"  # the open profile stays
+
+    _type(qtbot, editor, "object", "changed")
+    assert editor.is_dirty() and editor.revert_button.isEnabled()
+    qtbot.mouseClick(editor.revert_button, Qt.MouseButton.LeftButton)
+    assert editor.fields["object"].get() == "widget" and not editor.is_dirty()

@@ -112,8 +112,9 @@ def test_threshold_line_moves_confusion_counts(qtbot, view: EvaluationView, data
     # a row opens that image with its overlay and ground truth, inspected again in the worker
     view.open_row(N_GOOD + N_BAD - 1)
     qtbot.waitUntil(lambda: "truth" in view.detail_caption.text(), timeout=30_000)
-    assert view.detail.pixmap() is not None and not view.detail.pixmap().isNull()
-    assert view.detail_overlay.shape == (96, 96, 3)
+    assert view.detail.image_item.image.shape == (96, 96, 3)
+    assert view.detail.heat_item.image.shape == (96, 96)
+    assert len(view.detail.gt_items) == 1  # the scratch's ground-truth contour
 
 
 @pytest.mark.gui

@@ -50,12 +50,19 @@ def login(qtbot, win, operator: str = "ann") -> None:
 
 
 def load(qtbot, win, folder: Path) -> None:
-    with qtbot.waitSignal(win.worker.profile_ready, timeout=LOAD_TIMEOUT_MS):
-        win.load_profile(folder)
+    """Load a profile and wait until the *window* has taken it (not just the worker's signal)."""
+    before = win.profile_info.generation if win.profile_info else 0
+    win.load_profile(folder)
+
+    def taken() -> None:
+        assert win.profile_info is not None and win.profile_info.generation > before
+
+    qtbot.waitUntil(taken, timeout=LOAD_TIMEOUT_MS)
 
 
 def wait_current(qtbot, win, name: str) -> None:
     def shown() -> None:
+        assert win.review is not None
         res = win.review.current()
         assert res is not None and res.frame.path is not None and res.frame.path.name == name
         assert win.decision.state in ("ready", "error")
@@ -170,11 +177,11 @@ def test_folder_review_with_keyboard_records_and_chain(qtbot, window, station_en
 
 def test_missing_weights_are_explained_and_station_stays_usable(qtbot, window, station_env) -> None:
     win = window
-    with qtbot.waitSignal(win.worker.profile_failed, timeout=LOAD_TIMEOUT_MS) as failed:
-        win.load_profile(station_env["weights"])
-    message = failed.args[0]
-    assert "needs_weights" in message and "not installed" in message and "inspector models" in message
-    assert "not installed" in win.view.banner.text()
+    win.load_profile(station_env["weights"])
+    qtbot.waitUntil(lambda: "not installed" in win.view.banner.text(), timeout=LOAD_TIMEOUT_MS)
+    message = win.view.banner.text()  # the model store's own text, plus what to do
+    assert "needs_weights" in message and "clip_vit_b16_plus_240" in message and "inspector models" in message
+    assert "Engineer" in message or "variation" in message
     assert win.profile_info is None
     assert not win.start_source("folder", str(station_env["line"]))  # waits for a profile
     load(qtbot, win, station_env["profile"])  # the pending folder starts once a profile is ready
@@ -314,3 +321,139 @@ def test_decision_bar_keys_without_login_do_nothing(qtbot, n) -> None:
     assert bar.press_accept() and bar.state == "confirm_accept" and not accepted
     assert bar.press_escape() and bar.state == "ready"
     assert bar.press_accept() and bar.press_accept() and accepted == [True]
+
+
+def test_read_only_records_keep_the_decision_and_retry(qtbot, window, station_env, tmp_path) -> None:
+    win = window
+    line = tmp_path / "one"
+    write_png(line / "a.png", plate(40))
+    write_png(line / "b.png", plate(41))
+    login(qtbot, win)
+    load(qtbot, win, station_env["profile"])
+    win.start_source("folder", str(line))
+    wait_current(qtbot, win, "a.png")
+    win.store._con.execute("PRAGMA query_only=ON")  # the database now refuses writes
+    key(qtbot, win, Qt.Key.Key_A)
+    assert "NOT SAVED" in win.decision.save_label.text()
+    assert "NOT SAVED" in win.records_label.text()
+    events = [win.decision.events.item(i).text() for i in range(win.decision.events.count())]
+    assert any("read-only" in e for e in events)
+    assert len(win.keeper.pending) == 1 and win._retry_timer.isActive()
+    wait_current(qtbot, win, "b.png")  # the station carries on
+    key(qtbot, win, Qt.Key.Key_A)
+    assert len(win.keeper.pending) == 2
+    win.store._con.execute("PRAGMA query_only=OFF")
+    win._retry_pending()  # what the retry timer does every few seconds
+    assert not win.keeper.pending and not win._retry_timer.isActive()
+    rows = records(win)
+    assert [Path(r.image_path).name for r in rows] == ["a.png", "b.png"]
+    assert "saved" in win.decision.save_label.text()
+
+
+def test_operator_and_settings_are_remembered_until_logout(qtbot, station_settings, qsettings, station_env) -> None:
+    from inspector.ui.main_window import MainWindow
+
+    win = MainWindow(settings=station_settings, qsettings=qsettings)
+    qtbot.addWidget(win)
+    login(qtbot, win, "carol")
+    win.set_source("hot", str(station_env["line"]))
+    win.view.opacity.setValue(70)
+    win.close()
+    again = MainWindow(settings=station_settings, qsettings=qsettings)
+    qtbot.addWidget(again)
+    assert again.decision.logged_in and again.identity.operator == "carol"
+    assert again.source_kind_combo.currentData() == "hot"
+    assert again.source_edit.text() == str(station_env["line"])
+    assert again.view.opacity.value() == 70
+    again.logout()
+    assert not again.decision.logged_in and again.identity.operator is None
+    again.close()
+
+
+def test_camera_drop_is_reported_and_the_camera_reconnects(qtbot, window, station_env, tmp_path) -> None:
+    import cv2
+
+    video = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (72, 72))
+    for i in range(5):
+        writer.write(cv2.cvtColor(plate(60 + i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    win = window
+    win.hold_on_fail.setChecked(False)  # compressed frames may score FAIL; keep the view live
+    load(qtbot, win, station_env["profile"])
+    assert win.start_source("camera", str(video))  # a file behind a capture "drops" at its end
+
+    def dropped_and_back() -> None:
+        events = [win.decision.events.item(i).text() for i in range(win.decision.events.count())]
+        assert any("connection lost" in e for e in events)
+        assert win.review.live_key is not None and win.review.live_key > 6  # frames again after reconnecting
+
+    qtbot.waitUntil(dropped_and_back, timeout=STEP_TIMEOUT_MS)
+    assert win.review.current() is not None and win.review.current().ok
+
+
+def test_image_on_screen_can_become_a_reference_shot(qtbot, window, station_env) -> None:
+    win = window
+    if not hasattr(win.engineer, "add_current_image"):
+        pytest.skip("engineer tools not present in this build")
+    load(qtbot, win, station_env["profile"])
+    win.start_source("folder", str(station_env["line"]))
+    wait_current(qtbot, win, "000_good.png")
+    rel = win.add_current_to_references()
+    assert rel and rel.startswith("references/")
+    assert rel in win.engineer.editor.references.shots()
+    assert (station_env["profile"] / rel).is_file()
+    (station_env["profile"] / rel).unlink()  # the session's profile stays as it was (not saved)
+
+
+@pytest.mark.slow
+def test_demo_line_review_by_ground_truth(qtbot, window, station_env, tmp_path_factory) -> None:
+    """The real demo line (one category, a few images) through the station, decided by an operator
+    who follows the ground truth: ground-truth contours are shown, every decision is recorded."""
+    import shutil
+
+    from inspector.demo import CATEGORIES, REFERENCE_SHOTS, generate_demo_line
+    from inspector.profile import ProductProfile, save_profile
+
+    root = tmp_path_factory.mktemp("demo")
+    line = generate_demo_line(root / "line", seed=0, categories=["pcb"], n_train=REFERENCE_SHOTS,
+                              n_test_good=1, n_per_defect=1)
+    spec = CATEGORIES["pcb"]
+    folder = root / "demo_pcb"
+    (folder / "references").mkdir(parents=True)
+    shots = []
+    for i in range(REFERENCE_SHOTS):  # as `inspector demo --write-profiles` builds product_profiles/demo_pcb
+        shutil.copyfile(line / "pcb" / "train" / "good" / f"{i:03d}.png", folder / "references" / f"{i:03d}.png")
+        shots.append(f"references/{i:03d}.png")
+    save_profile(ProductProfile(name="demo_pcb", pipeline="variation", object=spec.object, reference_shots=shots,
+                                reason_codes=list(spec.reasons), variation=dict(spec.variation)), folder)
+    win = window
+    login(qtbot, win, "dora")
+    load(qtbot, win, folder)
+    assert win.start_source("folder", str(line / "pcb" / "test"))
+    expected = []
+    for path in list(win.folder.paths):
+        rel = path.relative_to(line / "pcb" / "test").as_posix()
+        qtbot.waitUntil(lambda rel=rel: win.review.current() is not None
+                        and win.display_name(win.review.current().frame) == rel
+                        and win.decision.state == "ready", timeout=LOAD_TIMEOUT_MS)
+        defect = path.parent.name
+        assert bool(win.view.gt_items) == (defect != "good")  # white ground-truth contour when known
+        if defect == "good":
+            expected.append(("PASS", None))
+            key(qtbot, win, Qt.Key.Key_A)
+            if win.decision.state == "confirm_accept":
+                key(qtbot, win, Qt.Key.Key_A)
+        else:
+            reason = next(r for r in spec.reasons if defect in r or r in defect)
+            expected.append(("FAIL", reason))
+            key(qtbot, win, Qt.Key.Key_R)
+            key(qtbot, win, getattr(Qt.Key, f"Key_{spec.reasons.index(reason) + 1}"))
+            key(qtbot, win, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: win.review.at_end(), timeout=STEP_TIMEOUT_MS)
+    rows = records(win)
+    assert [(r.operator_verdict, r.reason) for r in rows] == expected
+    assert all(r.profile_name == "demo_pcb" and r.operator_id == "dora" for r in rows)
+    check = SqliteRecordStore(win.settings.records_path)
+    assert check.verify().ok
+    check.close()

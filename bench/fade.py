@@ -64,6 +64,7 @@ def worker(args: argparse.Namespace) -> dict:
     out: dict = {"scales": args.scales, "shots": args.shots, "precision": args.precision,
                  "threads": torch.get_num_threads()}
     t0 = time.perf_counter()
+    torch.manual_seed(args.seed)  # same random weights in every configuration: the cache is shared
     model = open_clip.create_model("ViT-B-16-plus-240", pretrained=None)
     model.eval()
     hub = ModelHub(device=args.device, precision=args.precision)
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=3, help="images timed per configuration")
     ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     ap.add_argument("--cache-dir", default=None, help="shared cache folder (default: a fresh temporary one)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for shots in args.shots:
         cmd = [sys.executable, __file__, "--worker", "--scales", args.scales, "--shots", str(shots),
                "--images", str(args.images), "--precision", args.precision, "--device", args.device,
+               "--seed", str(args.seed),
                "--cache-dir", cache_dir]
         load0 = os.getloadavg()[0]
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -32,6 +32,7 @@ set of pixels the defect covers by at least :data:`MASK_COVERAGE`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -47,7 +48,7 @@ from inspector.imaging import write_png
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SIZE = 256
 SUPERSAMPLE = 4
 MASK_COVERAGE = 0.3
@@ -73,21 +74,21 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("hole", "stain", "cut", "fiber"),
         ("hole", "stain", "cut", "foreign fiber", "other"),
         ("hole", "stain", "cut", "foreign fiber"),
-        {"alignment": "none", "memory": "global"},
+        {"alignment": "none", "memory": "global", "calibration_margin": 1.5},
     ),
     "washer": DemoCategory(
         "washer", "washer", "Stamped steel washer M12 on a conveyor, top light (object with pose jitter).",
         ("scratch", "crack", "rust", "chip"),
         ("scratch", "crack", "rust", "chipped edge", "other"),
         ("scratch", "crack", "rust", "chipped edge"),
-        {"alignment": "rigid", "memory": "local"},
+        {"alignment": "rigid", "memory": "local", "max_rotation_deg": 20.0, "calibration_margin": 1.0},
     ),
     "pcb": DemoCategory(
         "pcb", "circuit board", "Small populated circuit board (assembly of parts).",
         ("missing", "bridge", "scratch", "contamination"),
         ("missing part", "solder bridge", "scratch", "contamination", "other"),
         ("missing component", "solder bridge", "scratch", "contamination"),
-        {"alignment": "rigid", "memory": "local"},
+        {"alignment": "rigid", "memory": "local", "max_rotation_deg": 6.0, "calibration_margin": 1.4},
     ),
 }
 
@@ -151,8 +152,16 @@ def _curve(rng: np.random.Generator, start: tuple[float, float], angle: float, l
 
 
 def _blend(img: np.ndarray, alpha: np.ndarray, color: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    a = alpha[..., None]
-    return img * (1 - a) + np.asarray(color, np.float32) * a
+    """``img`` with ``color`` laid over it at opacity ``alpha`` (work limited to where alpha > 0)."""
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    out = np.array(img, dtype=np.result_type(img, np.float32), copy=True)
+    if rows.size == 0:
+        return out
+    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    a = alpha[sl][..., None]
+    out[sl] = out[sl] * (1 - a) + np.asarray(color, np.float32)[..., :] * a if np.ndim(color) <= 1 \
+        else out[sl] * (1 - a) + np.asarray(color, np.float32)[sl] * a
+    return out
 
 
 def _finish(img: np.ndarray, rng: np.random.Generator, gain_jitter: float = 0.07,
@@ -247,7 +256,7 @@ def _fabric_defect(img: np.ndarray, rng: np.random.Generator, kind: str) -> tupl
         fray = _coverage(lambda cv, s: cv2.polylines(cv, [_pts(line, s)], False, 255, int((w + 3) * s), cv2.LINE_AA))
         out = img * (1 + 0.18 * (fray - gap))[..., None]
         out = _blend(out, gap * 0.85, (38, 32, 26))
-        return out, _mask(np.maximum(gap, (fray - gap) * 0.5))
+        return out, _mask(fray)
     if kind == "fiber":
         line = _curve(rng, tuple(c - rng.uniform(15, 35, 2)), rng.uniform(0, 2 * np.pi), rng.uniform(35, 75),
                       bend=0.9, n=40)
@@ -302,12 +311,13 @@ def _render_washer(rng: np.random.Generator, pose: tuple[float, float, float, fl
     r = np.sqrt(dx * dx + dy * dy)
     th = np.arctan2(dy, dx)
     metal = np.clip(_R_OUT - r + 0.5, 0, 1) * np.clip(r - _R_IN + 0.5, 0, 1)
+    full = metal
     if chip is not None:
         metal = metal * (1 - chip)
     # conveyor belt: dark rubber with fine grain
     bg = 62 + 5 * _noise(rng, SIZE, 3) + 3 * _noise(rng, SIZE, 40)
     img = np.repeat(bg[..., None], 3, axis=2) * np.array([1.0, 1.0, 1.04], np.float32)
-    shadow = cv2.GaussianBlur(metal, (0, 0), 4)
+    shadow = cv2.GaussianBlur(full, (0, 0), 4)  # cast by the intact ring (keeps the mask exact)
     shadow = np.roll(shadow, (4, 4), axis=(0, 1))
     img = img * (1 - 0.45 * shadow[..., None])
     # steel: lathe rings (fast in r), brushing streaks (fast in theta), bevels lit from ``light``
@@ -332,12 +342,13 @@ def _render_washer(rng: np.random.Generator, pose: tuple[float, float, float, fl
     return img, metal
 
 
-def _washer_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _washer_image(rng: np.random.Generator, kind: str | None
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     pose = _washer_pose(rng)
     cx, cy, rot, light = pose
     if kind is None:
         img, _ = _render_washer(rng, pose)
-        return img, None
+        return img, None, img
 
     def on_ring(rmin: float, rmax: float) -> tuple[float, float, float]:
         a = rng.uniform(0, 2 * np.pi)
@@ -348,11 +359,12 @@ def _washer_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarra
         x, y, a = on_ring(_R_OUT + 2, _R_OUT + 4)
         poly = _blob(rng, (x, y), rng.uniform(8, 13), rough=0.5)
         chip = _coverage(lambda cv, s: cv2.fillPoly(cv, [_pts(poly, s)], 255, cv2.LINE_AA))
-        _, full = _render_washer(np.random.default_rng(0), pose)
+        clean, full = _render_washer(copy.deepcopy(rng), pose)  # same draws, intact ring
         img, metal = _render_washer(rng, pose, chip)
         removed = np.clip(full - metal, 0, 1)
-        return img, _mask(removed)
+        return img, _mask(removed), clean
     img, metal = _render_washer(rng, pose)
+    clean = img
     if kind == "scratch":
         x, y, a = on_ring(_R_IN + 10, _R_OUT - 12)
         line = _curve(rng, (x, y), a + np.pi / 2 + rng.normal(0, 0.6), rng.uniform(18, 40), bend=0.6)
@@ -361,7 +373,7 @@ def _washer_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarra
         cov = cov * metal
         tone = rng.choice([1.35, 0.55])
         img = img * (1 + (tone - 1) * 0.85 * cov)[..., None]
-        return img, _mask(cov)
+        return img, _mask(cov), clean
     if kind == "crack":
         edge = rng.choice([_R_IN, _R_OUT])
         a = rng.uniform(0, 2 * np.pi)
@@ -371,7 +383,7 @@ def _washer_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarra
         cov = _coverage(lambda cv, s: cv2.polylines(cv, [_pts(line, s)], False, 255, int(2.0 * s), cv2.LINE_AA))
         cov = cov * metal
         img = _blend(img, cov * 0.85, (35, 33, 32))
-        return img, _mask(cov)
+        return img, _mask(cov), clean
     if kind == "rust":
         x, y, _ = on_ring(_R_IN + 8, _R_OUT - 8)
         poly = _blob(rng, (x, y), rng.uniform(6, 11), rough=0.6)
@@ -380,7 +392,7 @@ def _washer_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarra
         mottled = 0.8 + 0.25 * _noise(rng, SIZE, 3)
         rust = np.array([150, 82, 40], np.float32) * mottled[..., None]
         img = img * (1 - 0.85 * cov[..., None]) + rust * 0.85 * cov[..., None]
-        return img, _mask(cov)
+        return img, _mask(cov), clean
     raise ValueError(f"unknown washer defect {kind!r}")
 
 
@@ -442,7 +454,7 @@ def _sot_legs(p: dict) -> list[tuple[float, float]]:
             (p["x"], p["y"] - p["h"] / 2 - 2)]
 
 
-def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     # pose of the board under the camera (applied to every drawing)
     ang = rng.uniform(-2.0, 2.0)
     shift = rng.uniform(-6, 6, 2)
@@ -523,12 +535,14 @@ def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, 
         img = _blend(img, text(p["name"], p["x"] - p["w"] / 2 - 4, p["y"] - p["h"] / 2 - 6), _PCB_SILK)
     # components; the one left out by a "missing" defect only adds to the mask
     missing_cov = np.zeros((SIZE, SIZE), np.float32)
+    clean = img.copy()  # the same board with every part placed
     for p in parts:
         absent = p["name"] == missing
         k = p["kind"]
 
         def paint(base: np.ndarray, cov: np.ndarray, colour: tuple | np.ndarray, absent: bool = absent) -> np.ndarray:
-            nonlocal missing_cov
+            nonlocal missing_cov, clean
+            clean = _blend(clean, cov, colour)
             if absent:
                 missing_cov = np.maximum(missing_cov, cov)
                 return base
@@ -569,12 +583,13 @@ def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, 
                 (int((r - 1.5) * s), int((r - 1.5) * s)), -ang, 200, 250, 255, int(3 * s), cv2.LINE_AA)),
                 (200, 200, 210))
         bodies[p["name"]] = body
-    img = img * (1 + 0.02 * _noise(rng, SIZE, 8))[..., None]
+    grain2 = (1 + 0.02 * _noise(rng, SIZE, 8))[..., None]
+    img, clean = img * grain2, clean * grain2
     if kind is None:
-        return img, None
+        return img, None, img
     defect_stage = True
     if kind == "missing":
-        return img, _mask(missing_cov)
+        return img, _mask(missing_cov), clean
     if kind == "bridge":
         u1 = parts[0]
         pins = _ic_pins(u1)
@@ -586,7 +601,7 @@ def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, 
         shine = np.clip(1 - np.abs(_noise(rng, SIZE, 3)) * 0.3, 0, 1)
         img = _blend(img, cov, np.array([210, 212, 208], np.float32))
         img = img * (1 + 0.12 * cov * shine)[..., None]
-        return img, _mask(cov)
+        return img, _mask(cov), clean
     if kind == "scratch":
         free = 1 - fill(list(bodies.values()) + [_rect(b["x"], b["y"], b["w"] + 2, b["h"] + 30, 0)
                                                   for b in parts if b["kind"] == "ic"])
@@ -595,7 +610,7 @@ def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, 
         w = rng.uniform(1.8, 2.6)
         cov = layer(lambda cv, s: cv2.polylines(cv, [_pts(line, s)], False, 255, int(w * s), cv2.LINE_AA)) * free
         img = _blend(img, cov * 0.85, _PCB_COPPER)
-        return img, _mask(cov)
+        return img, _mask(cov), clean
     if kind == "contamination":
         c = rng.uniform(40, 216, 2)
         if rng.random() < 0.5:  # flux residue: translucent amber
@@ -610,25 +625,34 @@ def _pcb_image(rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, 
                 poly = _blob(rng, tuple(q), rng.uniform(2.0, 3.5), rough=0.6, n=16)
                 cov = np.maximum(cov, layer(lambda cv, s, pp=poly: cv2.fillPoly(cv, [_pts(pp, s)], 255, cv2.LINE_AA)))
             img = _blend(img, cov * 0.9, (45, 38, 30))
-        return img, _mask(cov)
+        return img, _mask(cov), clean
     raise ValueError(f"unknown pcb defect {kind!r}")
 
 
 # --------------------------------------------------------------------------- public API
-def render_sample(category: str, kind: str | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-    """One RGB uint8 image of ``category``; ``kind`` None = good, else a defect type. Returns (image, mask)."""
+def render_pair(category: str, kind: str | None, rng: np.random.Generator, with_clean: bool = True
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(image, mask, clean): ``clean`` is the same part under the same light without the defect."""
     if category == "fabric":
-        img = _render_fabric(rng)
+        clean = img = _render_fabric(rng)
         mask = None
         if kind is not None:
             img, mask = _fabric_defect(img, rng, kind)
     elif category == "washer":
-        img, mask = _washer_image(rng, kind)
+        img, mask, clean = _washer_image(rng, kind)
     elif category == "pcb":
-        img, mask = _pcb_image(rng, kind)
+        img, mask, clean = _pcb_image(rng, kind)
     else:
         raise ValueError(f"unknown demo category {category!r}; choose one of {', '.join(CATEGORIES)}")
-    return _finish(img, rng), mask
+    lighting = copy.deepcopy(rng) if with_clean else None
+    out = _finish(img, rng)
+    return out, mask, (_finish(clean, lighting) if lighting is not None else None)
+
+
+def render_sample(category: str, kind: str | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """One RGB uint8 image of ``category``; ``kind`` None = good, else a defect type. Returns (image, mask)."""
+    img, mask, _ = render_pair(category, kind, rng, with_clean=False)
+    return img, mask
 
 
 def generate_demo_line(
@@ -673,23 +697,27 @@ def default_demo_root() -> Path:
     return Settings.load().cache_dir.parent / "demo_line"
 
 
-def is_current(root: str | Path, seed: int = 0) -> bool:
-    """True when ``root`` holds a complete line written by this generator version and seed."""
+def is_current(root: str | Path, seed: int = 0, n_train: int = DEFAULT_COUNTS["train"],
+               n_test_good: int = DEFAULT_COUNTS["test_good"], n_per_defect: int = DEFAULT_COUNTS["per_defect"]) -> bool:
+    """True when ``root`` holds a complete line written by this generator version, seed and counts."""
     root = Path(root)
     try:
         marker = json.loads((root / MARKER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    counts = {"train": n_train, "test_good": n_test_good, "per_defect": n_per_defect}
     return (
-        marker.get("generator_version") == GENERATOR_VERSION
+        isinstance(marker, dict)
+        and marker.get("generator_version") == GENERATOR_VERSION
         and marker.get("seed") == seed
-        and all((root / c / "test").is_dir() for c in marker.get("categories", []))
+        and marker.get("counts") == counts
         and set(marker.get("categories", [])) >= set(CATEGORIES)
+        and all((root / c / "test").is_dir() for c in CATEGORIES)
     )
 
 
 def demo_line_dir(root: str | Path | None = None, seed: int = 0) -> Path:
-    """The demo line folder, generated if missing or written by another generator version."""
+    """The demo line folder (default counts), generated if missing or written by another generator version."""
     root = Path(root) if root is not None else default_demo_root()
     if not is_current(root, seed):
         generate_demo_line(root, seed)
@@ -697,10 +725,13 @@ def demo_line_dir(root: str | Path | None = None, seed: int = 0) -> Path:
 
 
 def write_demo_profiles(dest: str | Path, line_root: str | Path | None = None, seed: int = 0) -> list[Path]:
-    """Write ``dest/demo_<cat>/profile.yaml`` + ``references/`` (the first 4 train/good shots)."""
+    """Write ``dest/demo_<cat>/profile.yaml`` + ``references/`` (the line's first 4 train/good shots).
+
+    The shots are copied from ``line_root`` when it has them, else rendered directly (byte-identical
+    to ``<line>/<cat>/train/good/00N.png`` of the same seed), so no line has to exist.
+    """
     from inspector.profile import ProductProfile, save_profile
 
-    line = demo_line_dir(line_root, seed)
     written = []
     for cat, spec in CATEGORIES.items():
         folder = Path(dest) / f"demo_{cat}"
@@ -710,9 +741,13 @@ def write_demo_profiles(dest: str | Path, line_root: str | Path | None = None, s
         refs_dir.mkdir(parents=True)
         shots = []
         for i in range(REFERENCE_SHOTS):
-            src = line / cat / "train" / "good" / f"{i:03d}.png"
-            shutil.copyfile(src, refs_dir / src.name)
-            shots.append(f"references/{src.name}")
+            src = Path(line_root) / cat / "train" / "good" / f"{i:03d}.png" if line_root is not None else None
+            if src is not None and src.is_file():
+                shutil.copyfile(src, refs_dir / src.name)
+            else:
+                img, _ = render_sample(cat, None, _rng(seed, cat, "train", i))
+                write_png(refs_dir / f"{i:03d}.png", img)
+            shots.append(f"references/{i:03d}.png")
         profile = ProductProfile(
             name=f"demo_{cat}",
             description=f"Demo line: {spec.description} Generated by inspector.demo (v{GENERATOR_VERSION}).",

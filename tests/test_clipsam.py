@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from inspector.detect.clip_maps import ClipMap
-from inspector.detect.clipsam import ClipSamDetector, fuse, pad_prompts, prompt_sets, run_cascade
+from inspector.detect.clipsam import ClipSamDetector, fuse, merge_overlapping, pad_prompts, prompt_sets
 from inspector.detect.ppg import (
     cosine_to,
     extreme_components,
@@ -279,6 +279,30 @@ def test_point_sets_of_different_length_are_padded_with_label_minus_one():
     assert points.shape == (2, 3, 2)
     assert labels.tolist() == [[1, 1, 0], [1, -1, -1]]
     assert points[1, 0].tolist() == [7, 8]
+
+
+def test_mask_choice_by_predicted_iou_or_by_clip_score_inside():
+    from inspector.detect.clipsam import choose_masks
+    from inspector.models.sam import SamDecode
+
+    amap = np.zeros((10, 10), np.float32)
+    amap[:5] = 1.0  # the top half is anomalous
+    masks = np.zeros((1, 3, 10, 10), bool)
+    masks[0, 0, :5] = True  # mean CLIP score 1
+    masks[0, 1] = True  # the whole image: 0.5
+    dec = SamDecode(masks=masks, scores=np.array([[0.2, 0.9, 0.5]]), low_res_logits=torch.zeros(1, 3, 4, 4))
+    assert choose_masks(dec, "iou", amap).tolist() == [1]
+    assert choose_masks(dec, "clip", amap).tolist() == [0]  # the empty third mask never wins
+
+
+def test_overlapping_final_masks_are_one_region():
+    masks = np.zeros((4, 20, 30), bool)
+    masks[0, 2:6, 2:6] = True
+    masks[1, 5:9, 5:12] = True  # touches mask 0 at (5, 5)
+    masks[3, 12:18, 20:28] = True  # mask 2 is empty
+    groups = merge_overlapping(masks)
+    assert len(groups) == 2
+    assert np.array_equal(groups[0], masks[0] | masks[1]) and np.array_equal(groups[1], masks[3])
 
 
 def test_empty_extreme_region_makes_no_decoder_call(sam_plain):

@@ -90,13 +90,9 @@ def test_small_bundle_builds_installs_offline_and_self_checks(tmp_path: Path) ->
     environment's site-packages, so pip --no-index only has to install Inspector itself from the
     bundle. The full-size build is the documented manual command in packaging/README.md."""
     out = tmp_path / "bundle"
-    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
-    empty = tmp_path / "empty"
-    empty.mkdir()
     build = subprocess.run(
-        [sys.executable, str(PACKAGING / "build_bundle"), "--out", str(out), "--no-weights", "--project-only",
-         "--wheelhouse-from", str(empty)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [sys.executable, str(PACKAGING / "build_bundle"), "--out", str(out), "--no-weights", "--project-only"],
+        capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     summary = json.loads(build.stdout)
@@ -109,18 +105,19 @@ def test_small_bundle_builds_installs_offline_and_self_checks(tmp_path: Path) ->
     # pip for the new environment: reuse this interpreter's pip through the same .pth mechanism
     site = next((prefix / "venv" / "lib").glob("python3.*/site-packages"))
     (site / "provisioned.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    inst_env = {**env, "HOME": str(fake_home), "XDG_DATA_HOME": str(fake_home / ".local/share"),
-                "XDG_CONFIG_HOME": str(fake_home / ".config"), "INSPECTOR_HOME": str(home)}
+    # the install itself must not need any index: pip is pinned offline
+    inst_env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "HOME": str(fake_home),
+                "XDG_DATA_HOME": str(fake_home / ".local/share"), "XDG_CONFIG_HOME": str(fake_home / ".config"), "INSPECTOR_HOME": str(home)}
     inst_env.pop("INSPECTOR_CONFIG", None)
     res = subprocess.run(["bash", str(out / "install.sh"), "--prefix", str(prefix), "--home", str(home),
                           "--python", sys.executable],
-                         capture_output=True, text=True, env=inst_env, timeout=900)
+                         capture_output=True, text=True, env=inst_env, timeout=900, cwd=tmp_path)
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-4000:]
     assert "RESULT: PASS" in res.stdout
     installed = subprocess.run([str(prefix / "venv/bin/python"), "-c",
                                 "import inspector, pathlib; print(pathlib.Path(inspector.__file__).parent)"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+                               capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
     assert installed.startswith(str(prefix)), "Inspector must come from the bundle's wheel, not the checkout"
     assert (Path(installed) / "_resources").is_dir() and (Path(installed) / "_profiles").is_dir()
     assert (fake_home / ".local/bin/inspector-station").is_file()

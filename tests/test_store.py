@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import hashlib
 import io
@@ -166,6 +168,9 @@ def test_read_only_store_hashes_once_per_process(
     store: ModelStore, fake: FakeModels, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     install_all(fake, store.root)
+    # other tests may reconfigure logging (CLI runs); capture this logger explicitly
+    caplog.set_level(logging.WARNING, logger=store_mod.log.name)
+    monkeypatch.setattr(store_mod.log, "disabled", False)
 
     def refuse(*args: object) -> None:
         raise PermissionError(13, "Read-only file system")

@@ -22,8 +22,9 @@ finish (cheap, thresholds only)
     off), else 0 — the extreme-region rule always finds *something*, even on a good part;
     F(x) = ε · A(x) + (1 − ε) · g · E(x), ε = ``clipsam.outside_weight``.
     Outside every mask F ≈ ε·A, so normal pixels keep the CLIP ranking (AUROC / AP need a
-    continuous map); inside a mask F approaches c_r. F is in [0, 1]. Regions are the connected
-    components of the union of final masks (when g = 1), scored by max F. Image score = s.
+    continuous map); inside a mask F approaches c_r. F is in [0, 1]. Regions (when g = 1): one
+    per prompt set's final mask, sets whose masks overlap merged into one, scored by max F (at
+    most ``max_regions``, whatever SAM's masks look like). Image score = s.
 
 Changing a cascade-shaping number (threshold, point counts, kernel, stages …) in :meth:`finish`
 re-runs PPG + CPS on the cached embedding (decoder only), so the live preview stays fast.
@@ -39,9 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from inspector.detect.base import Detection, Detector, Progress, StageTimer
+from inspector.detect.base import Detection, Detector, Progress, Region, StageTimer
 from inspector.detect.clip_maps import ClipMap, ClipMapProvider, create_map_provider
-from inspector.detect.maps import regions_from_map
 from inspector.detect.ppg import (
     PromptSet,
     even_sample,
@@ -166,8 +166,8 @@ def run_cascade(sam: SamModel, emb: SamEmbedding, sets: list[PromptSet], p: Clip
 # ----------------------------------------------------------------------------- fusion
 def sam_evidence(amap: np.ndarray, logits: torch.Tensor, sets: list[PromptSet]) -> tuple[np.ndarray, np.ndarray,
                                                                                         np.ndarray]:
-    """E = max_r σ(ℓ_r) · c_r with c_r = mean A inside mask r (module docstring); also the union of
-    final masks and the c_r."""
+    """E = max_r σ(ℓ_r) · c_r with c_r = mean A inside mask r (module docstring); also the final
+    masks (B×H×W bool) and the c_r."""
     prob = torch.sigmoid(logits).cpu().numpy().astype(np.float32)  # B×H×W
     masks = prob > 0.5  # SAM's mask_threshold 0 on the logits
     conf = np.zeros(len(sets), dtype=np.float32)
@@ -178,7 +178,33 @@ def sam_evidence(amap: np.ndarray, logits: torch.Tensor, sets: list[PromptSet]) 
             inside = amap[y0 : y1 + 1, x0 : x1 + 1]
         conf[i] = float(inside.mean())
     evidence = (prob * conf[:, None, None]).max(axis=0)
-    return evidence.astype(np.float32), masks.any(axis=0), conf
+    return evidence.astype(np.float32), masks, conf
+
+
+def merge_overlapping(masks: np.ndarray) -> list[np.ndarray]:
+    """Non-empty masks, those that share a pixel (transitively) OR-ed together; input order kept."""
+    items = [m for m in masks if m.any()]
+    boxes = [mask_box(m) for m in items]
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[i], boxes[j]  # type: ignore[misc]
+            x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+            if x0 > x1 or y0 > y1:
+                continue
+            if (items[i][y0 : y1 + 1, x0 : x1 + 1] & items[j][y0 : y1 + 1, x0 : x1 + 1]).any():
+                parent[root(j)] = root(i)
+    groups: dict[int, np.ndarray] = {}
+    for i, m in enumerate(items):
+        r = root(i)
+        groups[r] = m.copy() if r not in groups else groups[r] | m
+    return list(groups.values())
 
 
 def fuse(amap: np.ndarray, evidence: np.ndarray | None, gate: bool, outside_weight: float) -> np.ndarray:
@@ -201,7 +227,7 @@ class ClipSamAnalysis:
     sets: list[PromptSet] = field(default_factory=list)
     cascade: CascadeResult | None = None
     evidence: np.ndarray | None = None  # H×W, None when no prompt set
-    union: np.ndarray | None = None  # bool H×W
+    masks: np.ndarray | None = None  # bool B×H×W final SAM masks
     confidence: np.ndarray | None = None  # c_r per set
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -260,6 +286,7 @@ class ClipSamDetector(Detector):
             emb = sam.embed(image)
         analysis = ClipSamAnalysis(clip=clip, embedding=emb)
         self._cascade(analysis, profile.clipsam, timer)
+        analysis.timings.update({f"clip_map.{k}": v for k, v in clip.timings.items() if k != "clip_map"})
         analysis.timings.update(timer.timings)
         return analysis
 
@@ -270,14 +297,14 @@ class ClipSamDetector(Detector):
         with timer("ppg"):
             a.sets = prompt_sets(amap, self.sam, a.embedding, p)
         a.cascade_key = cascade_key(p)
-        a.cascade = a.evidence = a.union = a.confidence = None
+        a.cascade = a.evidence = a.masks = a.confidence = None
         if not a.sets:
             return
         with timer("cps"):
             a.cascade = run_cascade(self.sam, a.embedding, a.sets, p, amap)
         with timer("evidence"):
             assert a.cascade.logits is not None
-            a.evidence, a.union, a.confidence = sam_evidence(amap, a.cascade.logits, a.sets)
+            a.evidence, a.masks, a.confidence = sam_evidence(amap, a.cascade.logits, a.sets)
             a.cascade.logits = None  # the evidence map is what finish needs; free B×H×W
 
     def finish(self, analysis: ClipSamAnalysis, image: np.ndarray) -> Detection:
@@ -291,10 +318,11 @@ class ClipSamDetector(Detector):
             gate = (not p.gate_with_image_score) or score >= profile.decision.image_threshold
             fused = fuse(analysis.clip.anomaly_map, analysis.evidence, gate, p.outside_weight)
             regions = []
-            if gate and analysis.union is not None and analysis.union.any():
-                regions = regions_from_map(analysis.union.astype(np.float32), 0.5, 1)
-                for r in regions:
-                    r.score = float(fused[r.mask].max())
+            if gate and analysis.masks is not None:
+                for m in merge_overlapping(analysis.masks):
+                    x0, y0, x1, y1 = mask_box(m)  # type: ignore[misc]
+                    regions.append(Region(box=(x0, y0, x1 + 1, y1 + 1), score=float(fused[m].max()),
+                                          area_px=int(m.sum()), mask=m))
                 regions.sort(key=lambda r: r.score, reverse=True)
         timings = {**analysis.timings, **timer.timings}  # a re-run cascade reports its new cost
         return Detection(

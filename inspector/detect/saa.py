@@ -7,8 +7,8 @@ Flow per image (``profile.saa.variant`` = ``"saa+"``; ``"saa"`` is the vanilla b
    which returns boxes with token scores (eq. 1). Box rules of the reference code: best token score
    > ``box_threshold``, and the decoded phrase (tokens > ``text_threshold``) must not name the
    object (its name or ``saa.filter_word``).
-2. **Object**: one GroundingDINO query with the object name; boxes with score > ``object_box_threshold``
-   and normalised area < 1/object_count. ObjectArea = the largest such box (as the reference code);
+2. **Object**: a GroundingDINO query with the object name (an entry of the joint caption, or its own
+   caption); boxes with score > ``object_box_threshold`` and normalised area < 1/object_count. ObjectArea = the largest such box (as the reference code);
    the object region for the IoU property = the union of their SAM masks.
 3. **SAM refiner** (eq. 2): one image embedding per image, shared by defect and object boxes; box
    prompts decoded in batches, single-mask output, masks at image resolution (kept as tight crops).
@@ -46,9 +46,13 @@ Departures from the reference code (the paper is the specification):
 * no box surviving yields an all-zero map (the reference crashes), and a failed image cannot leave
   a stale SAM embedding behind (embeddings are values, not predictor state);
 * GroundingDINO's image backbone runs once per image and its text side once per profile; with
-  ``caption_mode = "joint"`` (default) all entries share one caption and one fusion pass (their
-  BERT features stay separate through GroundingDINO's sub-sentence masks; each box is attributed
-  to the entry it matches best), ``"separate"`` keeps the reference's one pass per entry;
+  ``caption_mode = "joint"`` (default) all entries and the object name share one caption and one
+  fusion pass (their BERT features stay apart through GroundingDINO's sub-sentence masks; each
+  query box goes to the entry it matches best, so a box matching the object name best is an
+  object box, not a defect), ``"separate"`` keeps the reference's one caption (and one fusion
+  pass) per entry and for the object. The fusion transformer mixes image and text from its first
+  layer, so it is the part that scales with the number of captions; on CPU it is ~90 % of a
+  GroundingDINO call (``bench/saa.py``);
 * object masks are decoded only when something uses them (IoU rule, multi-instance saliency);
 * special tokens ([CLS], [SEP]) do not count towards a box's score.
 """
@@ -79,7 +83,7 @@ from inspector.detect.saa_regions import (
 )
 from inspector.detect.saa_saliency import instance_saliency, pixel_features, self_saliency
 from inspector.imaging import array_sha256, read_image
-from inspector.models.grounding import GroundingText, normalise_caption
+from inspector.models.grounding import GroundingPrediction, GroundingText, normalise_caption
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.backbone import BackboneModel
@@ -165,8 +169,6 @@ class SaaDetector(Detector):
         self.entries: list[str] = []
         self.text: GroundingText | None = None
         self._text_key: tuple[Any, ...] | None = None
-        self._defect_rows: list[int] = []
-        self._object_rows: list[int] = []
         self._references: list[SaaAnalysis] = []
         self._ref_cache: dict[tuple[Any, ...], SaaAnalysis] = {}
         self._calibration: tuple[tuple[Any, ...], float | None] | None = None
@@ -189,6 +191,8 @@ class SaaDetector(Detector):
         self._references = []
         refs = profile.reference_paths() if profile.reference_shots and profile.folder is not None else []
         key = self._analysis_key()
+        # reference analyses are kept per (analysis settings, image content); drop stale settings
+        self._ref_cache = {k: v for k, v in self._ref_cache.items() if k[0] == key}
         for i, path in enumerate(refs):
             report(0.5 + 0.5 * i / len(refs), f"analysing reference {i + 1}/{len(refs)}")
             image = read_image(path)
@@ -210,30 +214,29 @@ class SaaDetector(Detector):
                 prof.properties.object_count, prof.properties.saliency_neighbors, tuple(sorted(p.items())))
 
     def _prepare_text(self, profile: ProductProfile) -> None:
+        """Caption rows (joint: everything packed into as few captions as fit; separate: one each)."""
         assert self.grounding is not None
         p = profile.saa
         self.entries = prompt_entries(profile)
         if not self.entries:
             raise ValueError(f"profile {profile.name!r}: the SAA pipeline needs at least one language prompt "
                              "(prompts.class_agnostic or prompts.class_specific)")
-        tok = self.grounding.tokenizer
-        counts = [len(tok.tokenize(normalise_caption(e))) for e in self.entries]
-        budget = self.grounding.max_text_len - 2
-        if p.caption_mode == "joint":
-            rows = pack_rows(counts, budget)
-        else:
-            rows = [[i] for i in range(len(self.entries))]
-        groups = [[self.entries[i] for i in r] for r in rows]
-        ids = [list(r) for r in rows]
-        self._defect_rows = list(range(len(groups)))
-        self._object_rows = []
+        texts = list(self.entries)
+        ids = list(range(len(texts)))
         if p.variant == "saa+":
-            self._object_rows = [len(groups)]
-            groups.append([profile.object])
-            ids.append([OBJECT_ENTRY])
-        key = (self.grounding.key, id(self.grounding), tuple(tuple(g) for g in groups))
+            texts.append(profile.object)
+            ids.append(OBJECT_ENTRY)
+        tok = self.grounding.tokenizer
+        if p.caption_mode == "joint":
+            counts = [len(tok.tokenize(normalise_caption(t))) for t in texts]
+            rows = pack_rows(counts, self.grounding.max_text_len - 2)
+        else:
+            rows = [[i] for i in range(len(texts))]
+        groups = [[texts[i] for i in r] for r in rows]
+        row_ids = [[ids[i] for i in r] for r in rows]
+        key = (self.grounding.key, id(self.grounding), tuple(tuple(g) for g in groups), tuple(map(tuple, row_ids)))
         if key != self._text_key:
-            self.text = self.grounding.encode_text(groups, ids)
+            self.text = self.grounding.encode_text(groups, row_ids)
             self._text_key = key
 
     # ================================================================== analyse
@@ -243,10 +246,7 @@ class SaaDetector(Detector):
         prof, p = self.profile, self.profile.saa
         hw = (int(image.shape[0]), int(image.shape[1]))
         timer = StageTimer()
-        with timer("grounding_image"):
-            gimg = self.grounding.encode_image(image, p.grounding_short_side, p.grounding_max_size)
-        with timer("grounding_fusion"):
-            pred = self.grounding.predict(gimg, self.text, batch=p.caption_batch)
+        pred = self._ground(image, timer)
         with timer("boxes"):
             defects, objects = self._boxes(pred.logits, pred.boxes, hw)
         analysis = SaaAnalysis(hw, defects, [], objects)
@@ -265,24 +265,33 @@ class SaaDetector(Detector):
         analysis.timings = dict(timer.timings)
         return analysis
 
+    def _ground(self, image: np.ndarray, timer: StageTimer) -> GroundingPrediction:
+        """GroundingDINO on every caption row: image side once, fusion batched over the rows."""
+        assert self.grounding is not None and self.text is not None and self.profile is not None
+        p = self.profile.saa
+        with timer("grounding_image"):
+            gimg = self.grounding.encode_image(image, p.grounding_short_side, p.grounding_max_size)
+        with timer("grounding_fusion"):
+            return self.grounding.predict(gimg, self.text, batch=p.caption_batch)
+
     def _boxes(self, logits: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> tuple[BoxCandidates, BoxCandidates]:
-        prof, p, text = self.profile, self.profile.saa, self.text  # type: ignore[union-attr]
+        """Defect and object candidates from every caption row (each query goes to its best entry)."""
+        prof, text = self.profile, self.text
         assert prof is not None and text is not None
+        p = prof.saa
         filter_words = [w for w in (p.filter_word, prof.object) if w and w.strip()]
-        parts = []
-        for r in self._defect_rows:
+        defect_ids = set(range(len(self.entries)))
+        defects, objects = [], []
+        for r in range(text.num_rows):
             t = len(text.tokens[r])
-            parts.append(select_boxes(logits[r, :, :t], boxes[r], text.tokens[r], text.entry_spans[r],
-                                      text.entry_ids[r], hw, p.box_threshold, p.text_threshold,
-                                      1.0, filter_words))
-        defects = BoxCandidates.concat(parts).top(p.max_regions)
-        objects = BoxCandidates()
-        for r in self._object_rows:
-            t = len(text.tokens[r])
-            objects = select_boxes(logits[r, :, :t], boxes[r], text.tokens[r], text.entry_spans[r],
-                                   text.entry_ids[r], hw, p.object_box_threshold, p.text_threshold,
-                                   1.0 / prof.properties.object_count).top(p.max_regions)
-        return defects, objects
+            args = (logits[r, :, :t], boxes[r], text.tokens[r], text.entry_spans[r], text.entry_ids[r], hw)
+            if defect_ids & set(text.entry_ids[r]):
+                defects.append(select_boxes(*args, p.box_threshold, p.text_threshold, 1.0, filter_words,
+                                            keep_entries=defect_ids))
+            if OBJECT_ENTRY in text.entry_ids[r]:
+                objects.append(select_boxes(*args, p.object_box_threshold, p.text_threshold,
+                                            1.0 / prof.properties.object_count, keep_entries={OBJECT_ENTRY}))
+        return (BoxCandidates.concat(defects).top(p.max_regions), BoxCandidates.concat(objects).top(p.max_regions))
 
     def _decode(self, emb: SamEmbedding, boxes: np.ndarray, chunk: int = 16) -> list[MaskCrop | None]:
         assert self.sam is not None

@@ -9,7 +9,7 @@ special tokens [CLS]/[SEP] name nothing and are not counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,13 +98,16 @@ def select_boxes(
     text_threshold: float,
     max_area: float = 1.0,
     filter_words: Sequence[str] = (),
+    keep_entries: Collection[int] | None = None,
 ) -> BoxCandidates:
     """Boxes of one caption row that pass the reference code's box rules.
 
     ``logits`` Q×T token probabilities, ``boxes`` Q×4 normalised (cx, cy, w, h). A query is kept
     when its best entry's score exceeds ``box_threshold``, its normalised box area is below
     ``max_area``, and its decoded phrase (tokens above ``text_threshold``) names none of
-    ``filter_words`` (a box naming the object is the object, not a defect).
+    ``filter_words`` (a box naming the object is the object, not a defect). With
+    ``keep_entries``, only queries whose best entry id is among them are considered (a row that
+    holds both defect entries and the object name is read once per kind).
     """
     logits = np.asarray(logits, dtype=np.float32)
     boxes = np.asarray(boxes, dtype=np.float32)
@@ -114,7 +117,11 @@ def select_boxes(
     best = per_entry.argmax(axis=1)
     score = per_entry[np.arange(len(best)), best]
     area = boxes[:, 2] * boxes[:, 3]
-    keep = np.flatnonzero((score > box_threshold) & (area < max_area))
+    ok = (score > box_threshold) & (area < max_area)
+    if keep_entries is not None:
+        ids = np.asarray(entry_ids, dtype=np.int64)
+        ok &= np.isin(ids[best], np.asarray(list(keep_entries), dtype=np.int64))
+    keep = np.flatnonzero(ok)
     out_idx, phrases = [], []
     for q in keep:
         phrase = decode_phrase(tokens, logits[q], spans[best[q]], text_threshold)

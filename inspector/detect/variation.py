@@ -1,31 +1,41 @@
 """Weight-free reference pipeline ("variation"): what good looks like, learned from a few shots.
 
-No pretrained network: a fixed multi-scale filter bank turns each image into a grid of patch
-descriptors, and each test patch is scored by its distance to the nearest reference patch.
-Two memories, chosen per profile (``variation.memory``; ``auto`` decides from the references):
+No pretrained network: a fixed multi-scale filter bank (per pyramid level: smoothed L*a*b*, signed and
+absolute derivatives, |Laplacian|, chroma gradient; averaged over ``feature_stride`` cells and
+concatenated with their 3×3 neighbourhood mean) turns each image into a grid of patch descriptors,
+and each test patch is scored by its distance to the nearest reference patch. Two memories, chosen
+per profile (``variation.memory``; ``auto`` decides from the references, see :func:`structure_share`):
 
-* **local** (objects, assemblies) — a *variation model*: the test image is first registered to
-  the first reference shot (rotation search + phase correlation, refined by ECC); each patch is
-  then compared with the references' patches at the same place, ± ``search_radius`` patches.
-  A part in the wrong place or missing is anomalous even if it looks normal elsewhere.
+* **local** (objects, assemblies) — a *variation model*: every image is registered to the first
+  reference shot (rotation search with phase correlation on edge images, refined by ECC from the
+  best angles); each patch is compared with the references' patches at the same place,
+  ± ``search_radius`` patches, and the distance is divided by how much the references themselves
+  vary at that place (``variation_model``: leave-one-out spread, smoothed). A missing or
+  misplaced part is anomalous even if it looks normal elsewhere. What an aligned image does not
+  show is filled in from the first reference and its seam is faded out (``border_margin``).
 * **global** (textures) — a *patch memory* (PatchCore-style): every reference patch, thinned by a
-  greedy coreset, and each test patch takes its nearest neighbour anywhere.
+  greedy coreset (``coreset_ratio``), reduced to ``global_dims`` principal directions; each test
+  patch takes its nearest neighbour anywhere.
 
-Robustness: brightness/contrast is matched to the references (``photometric``), descriptors
-average responses over a 3×3 patch neighbourhood (shift tolerance), and the pyramid covers
-defects from 2 px scratches to missing parts.
+Metric: descriptors are z-scored, then whitened by the covariance of leave-one-out
+nearest-neighbour residuals (``whitening``): directions in which good parts differ among
+themselves count little, directions in which they agree count much (Mahalanobis on residuals).
+Brightness/contrast is matched to the references first (``photometric``).
 
-Score scale (calibrated per profile, never per test set)
---------------------------------------------------------
-``prepare`` scores every reference shot against the others (leave-one-out) and takes the worst
-of these normal image scores, ``s_ref`` (the maximum of its smoothed raw map). With
-``T = calibration_margin × s_ref`` the map is ``raw / (2T)`` clipped to [0, 1]: **0.5 means
-"``calibration_margin`` times the worst normal reference"**, 0 means identical to a reference and
-1 means at least twice the threshold distance. The image score is the maximum of the map, so
-the profile's default ``decision.image_threshold`` of 0.5 is a sensible PASS/FAIL cut.
+Score scale (calibrated per profile from the references, never from a test set)
+-------------------------------------------------------------------------------
+``prepare`` scores every reference shot against the others (leave-one-out; nested for the
+variation model) and takes the worst of these normal image scores, ``s_ref`` (the maximum of the
+smoothed map). With ``T = calibration_margin × s_ref`` the map is ``raw / (2T)`` clipped to
+[0, 1]: **0.5 means "``calibration_margin`` times the worst good reference"**, 0 means identical
+to a reference and 1 means at least twice that. The image score is the maximum of the map, so the
+profile's default ``decision.image_threshold`` of 0.5 is a sensible PASS/FAIL cut; regions are the
+connected parts of the map at or above ``decision.region_threshold``.
 
 Everything ``prepare`` computes is cached on disk (``Settings.cache_dir/variation``) keyed by the
-reference images' sha256, the parameters that shape it and :data:`ALGORITHM_VERSION`.
+reference images' sha256, the parameters that shape it and :data:`ALGORITHM_VERSION`;
+``smoothing_sigma`` and ``calibration_margin`` only rescale and can be retuned without it.
+Runs on the CPU (numpy/OpenCV); the work per 256² image is tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 CACHE_NAMESPACE = "variation"
 ALIGN_SIZE = 128  # px side of the images used for registration
 ROTATION_STEP_DEG = 2.0
@@ -122,7 +132,20 @@ def filter_bank(lab: np.ndarray, levels: int, stride: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([grid, context], axis=-1).transpose(2, 0, 1))
 
 
-def structure_share(lab: np.ndarray, blocks: int = 8) -> float:
+def scale_groups(dims: int, separate: bool, per_level: int = 9) -> np.ndarray:
+    """Scale index of each descriptor dimension in :func:`filter_bank`'s layout ([grid L0..Ln, context L0..Ln]).
+
+    With ``separate`` each pyramid level (its cell and context responses) is scored on its own and
+    the per-scale maps are fused; otherwise all dimensions form one descriptor.
+    """
+    if not separate or dims % (2 * per_level):
+        return np.zeros(dims, np.int64)
+    levels = dims // (2 * per_level)
+    per = np.repeat(np.arange(levels), per_level)
+    return np.concatenate([per, per]).astype(np.int64)
+
+
+def structure_share(lab: np.ndarray, blocks: int = 16) -> float:
     """Share of the L variance explained by a coarse ``blocks``×``blocks`` layout (texture → ~0)."""
     lum = lab[..., 0]
     coarse = cv2.resize(lum, (blocks, blocks), interpolation=cv2.INTER_AREA)
@@ -155,56 +178,68 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (a @ b)[:2]
 
 
-def estimate_pose(moving: np.ndarray, fixed: np.ndarray, mode: str, max_rotation_deg: float) -> np.ndarray:
-    """2x3 affine taking ``moving`` pixel coordinates to ``fixed`` ones (both ALIGN_SIZE², standardised).
+def _ecc(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, iterations: int) -> tuple[float, np.ndarray] | None:
+    """ECC (Euclidean) refinement of ``init`` (moving -> fixed); None when it does not converge."""
+    try:
+        cc, warp = cv2.findTransformECC(
+            fixed, moving, cv2.invertAffineTransform(init).astype(np.float32), cv2.MOTION_EUCLIDEAN,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-4), None, 1,
+        )
+    except cv2.error:
+        return None
+    refined = cv2.invertAffineTransform(warp).astype(np.float64)
+    if np.abs(refined[:, 2] - init[:, 2]).max() > fixed.shape[0] / 8:  # ran away
+        return None
+    return float(cc), refined
 
-    translation: phase correlation. rigid: every angle in ± ``max_rotation_deg`` (2° steps) is tried
-    with phase correlation, the best peak wins, and ECC (Euclidean) refines it.
+
+def estimate_pose(moving: np.ndarray, fixed: np.ndarray, mode: str, max_rotation_deg: float) -> np.ndarray:
+    """2x3 affine taking ``moving`` pixel coordinates to ``fixed`` ones (both ALIGN_SIZE² edge images).
+
+    translation: phase correlation. rigid: at half resolution every angle in ± ``max_rotation_deg``
+    (2° steps) is tried with phase correlation, ECC (Euclidean) refines the best few distinct angles,
+    the best match is refined once more at full resolution.
     """
     if mode == "none":
         return np.array([[1.0, 0, 0], [0, 1.0, 0]])
-    window = cv2.createHanningWindow(fixed.shape[::-1], cv2.CV_32F)
-    centre = (fixed.shape[0] - 1) / 2.0
-    angles = [0.0]
-    if mode == "rigid" and max_rotation_deg > 0:
-        n = int(math.floor(max_rotation_deg / ROTATION_STEP_DEG))
-        angles = [k * ROTATION_STEP_DEG for k in range(-n, n + 1)]
+    if mode != "rigid" or max_rotation_deg <= 0:
+        window = cv2.createHanningWindow(fixed.shape[::-1], cv2.CV_32F)
+        # phaseCorrelate gives the shift of `fixed` relative to `moving`; OpenCV 5 applies the window in place
+        (dx, dy), _ = cv2.phaseCorrelate(moving.copy(), fixed.copy(), window)
+        m = np.array([[1.0, 0, dx], [0, 1.0, dy]])
+        if mode == "rigid":
+            found = _ecc(fixed, moving, m, 30)
+            m = found[1] if found is not None else m
+        return m
+    small_f, small_m = cv2.pyrDown(fixed), cv2.pyrDown(moving)
+    size = small_f.shape[::-1]
+    window = cv2.createHanningWindow(size, cv2.CV_32F)
+    centre = (small_f.shape[0] - 1) / 2.0
+    n = int(math.floor(max_rotation_deg / ROTATION_STEP_DEG))
     candidates: list[tuple[float, float, np.ndarray]] = []
-    for ang in angles:
+    for ang in (k * ROTATION_STEP_DEG for k in range(-n, n + 1)):
         rot = _rotation(ang, centre)
-        rotated = moving if ang == 0 else cv2.warpAffine(moving, rot, moving.shape[::-1], borderMode=cv2.BORDER_REFLECT)
-        # phaseCorrelate returns the shift of `fixed` relative to `rotated`; OpenCV 5 applies the
-        # window in place, so it gets copies
-        (dx, dy), peak = cv2.phaseCorrelate(rotated.copy(), fixed.copy(), window)
+        rotated = small_m if ang == 0 else cv2.warpAffine(small_m, rot, size, borderMode=cv2.BORDER_REFLECT)
+        (dx, dy), peak = cv2.phaseCorrelate(rotated.copy(), small_f.copy(), window)
         candidates.append((peak, ang, _compose(np.array([[1.0, 0, dx], [0, 1.0, dy]]), rot)))
     candidates.sort(key=lambda c: -c[0])
-    if mode != "rigid":
-        return candidates[0][2]
-    # ECC (Euclidean) from the best few distinct angles of the search; the best final match wins
     starts: list[tuple[float, float, np.ndarray]] = []
     for cand in candidates:
-        if all(abs(cand[1] - s[1]) >= 2 * ROTATION_STEP_DEG for s in starts):
+        if all(abs(cand[1] - st[1]) >= 2 * ROTATION_STEP_DEG for st in starts):
             starts.append(cand)
         if len(starts) == ECC_STARTS:
             break
-    size = fixed.shape[::-1]
     best_cc, m = -2.0, candidates[0][2]
     for _, _, init in starts:
-        start_cc = _ncc(cv2.warpAffine(moving, init, size, borderMode=cv2.BORDER_REFLECT), fixed)
+        start_cc = _ncc(cv2.warpAffine(small_m, init, size, borderMode=cv2.BORDER_REFLECT), small_f)
         if start_cc > best_cc:
             best_cc, m = start_cc, init
-        try:
-            cc, warp = cv2.findTransformECC(
-                fixed, moving, cv2.invertAffineTransform(init).astype(np.float32), cv2.MOTION_EUCLIDEAN,
-                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), None, 1,
-            )
-        except cv2.error:
-            log.debug("ECC did not converge from one start; keeping the search pose")
-            continue
-        refined = cv2.invertAffineTransform(warp).astype(np.float64)
-        if cc > best_cc and np.abs(refined[:, 2] - init[:, 2]).max() < fixed.shape[0] / 8:
-            best_cc, m = cc, refined
-    return m
+        found = _ecc(small_f, small_m, init, 30)
+        if found is not None and found[0] > best_cc:
+            best_cc, m = found
+    m = scale_pose(m, 2.0)
+    found = _ecc(fixed, moving, m, 20)
+    return found[1] if found is not None else m
 
 
 def scale_pose(m: np.ndarray, factor: float) -> np.ndarray:
@@ -220,19 +255,22 @@ def local_nn_distance(query: np.ndarray, bank: np.ndarray, radius: int,
 
     query (D, H, W); bank (K, D, H, W), both in the reference frame; ``valid`` (K, H, W) bool marks the
     bank cells a reference really shows. A cell no valid reference cell reaches is NaN.
+    Computed as ||q||² + ||b||² - 2 q·b per offset (one pass over the bank, no difference arrays).
     """
     k, d, h, w = bank.shape
     r = radius
     pb = np.pad(bank, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge") if r else bank
     pv = None if valid is None else np.pad(valid, ((0, 0), (r, r), (r, r)), constant_values=False)
+    b_sq = np.einsum("kdhw,kdhw->khw", pb, pb)
     best = np.full((h, w), np.inf, np.float32)
     for dy in range(2 * r + 1):
         for dx in range(2 * r + 1):
-            diff = pb[:, :, dy:dy + h, dx:dx + w] - query[None]
-            d2 = np.einsum("kdhw,kdhw->khw", diff, diff)
+            cross = np.einsum("kdhw,dhw->khw", pb[:, :, dy:dy + h, dx:dx + w], query)
+            d2 = b_sq[:, dy:dy + h, dx:dx + w] - 2.0 * cross
             if pv is not None:
                 d2[~pv[:, dy:dy + h, dx:dx + w]] = np.inf
             np.minimum(best, d2.min(0), out=best)
+    best += np.einsum("dhw,dhw->hw", query, query)
     best[~np.isfinite(best)] = np.nan
     return np.sqrt(np.maximum(best, 0.0))
 
@@ -374,7 +412,8 @@ class VariationDetector(Detector):
         self.alignment = "none"
         self.cache_hit = False
         self.threshold = 1.0
-        self._bank = np.zeros((0, 0), np.float32)
+        self._groups = 0
+        self._banks: list[np.ndarray] = []
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -417,13 +456,21 @@ class VariationDetector(Detector):
             return _baseline_features(lab, p.pyramid_levels, p.feature_stride)
         return filter_bank(lab, p.pyramid_levels, p.feature_stride)
 
-    def _standardise(self, feats: np.ndarray) -> np.ndarray:
-        """Per-channel z-score, then the residual whitening learned from the references (if any)."""
-        out = (feats - self.state["feat_mean"][:, None, None]) / self.state["feat_std"][:, None, None]
-        if "whitener" in self.state:
-            d, h, w = out.shape
-            out = (self.state["whitener"] @ out.reshape(d, -1)).reshape(-1, h, w)
-        return out.astype(np.float32)
+    def _zscore(self, feats: np.ndarray) -> np.ndarray:
+        d, h, w = feats.shape
+        out = (feats.reshape(d, -1) - self.state["feat_mean"][:, None]) / self.state["feat_std"][:, None]
+        return out.reshape(d, h, w).astype(np.float32)
+
+    def _project(self, z: np.ndarray, g: int) -> np.ndarray:
+        """Scale ``g``'s dimensions of z-scored features, whitened (if learned): (d_g, h, w)."""
+        zg = z[self.state["group"] == g]
+        key = f"whitener_{g}"
+        if key not in self.state:
+            return np.ascontiguousarray(zg)
+        d, h, w = zg.shape
+        # einsum, not BLAS: these small products are faster without a thread hand-off
+        out = np.einsum("ed,dn->en", self.state[key], zg.reshape(d, -1))
+        return np.ascontiguousarray(out.reshape(-1, h, w), dtype=np.float32)
 
     def _raw_map(self, query: np.ndarray, bank: np.ndarray, size: int, valid: np.ndarray | None = None
                  ) -> np.ndarray:
@@ -434,6 +481,11 @@ class VariationDetector(Detector):
             d, h, w = query.shape
             dist = global_nn_distance(np.ascontiguousarray(query.reshape(d, -1).T), bank).reshape(h, w)
         return resize_map(dist, (size, size))
+
+    def _fuse(self, maps: list[np.ndarray]) -> np.ndarray:
+        """Per-scale normalised maps -> one map (eq.: mean or max over scales, ``scale_fusion``)."""
+        stack = np.stack(maps)
+        return (stack.max(0) if self.params.scale_fusion == "max" else stack.mean(0)).astype(np.float32)
 
     # ----------------------------------------------------------------- prepare
     def prepare(self, profile: ProductProfile, hub: ModelHub | None = None, progress: Progress | None = None) -> None:
@@ -468,13 +520,61 @@ class VariationDetector(Detector):
         self.state = dict(arrays)
         self.mode = str(arrays["mode"])
         self.alignment = str(arrays["alignment"])
-        self._bank = np.ascontiguousarray(arrays["bank"], dtype=np.float32)
+        self._groups = int(arrays["group"].max()) + 1
+        self._banks = [np.ascontiguousarray(arrays[f"bank_{g}"], dtype=np.float32) for g in range(self._groups)]
         self.threshold = reference_threshold(arrays["loo_maps"], arrays["loo_weight"],
                                              self.params.smoothing_sigma, self.params.calibration_margin)
 
     def _build(self, paths: list, report: Progress) -> dict[str, np.ndarray]:
+        """Everything ``prepare`` caches: photometry, pose reference, metric, memories, calibration."""
         p = self.params
-        size = p.working_size
+        imgs = self._read_references(paths, report)
+        self._choose_memory(imgs)
+        labs = [self._lab(im) for im in imgs]
+        master = _align_image(imgs[0])
+        self.state.update(master=master, master_lab=labs[0])
+        report(0.25, "aligning references")
+        framed, covers = [], []
+        for im, lab in zip(imgs, labs, strict=True):
+            pose = estimate_pose(_align_image(im), master, self.alignment, p.max_rotation_deg)
+            f, c = self._to_reference_frame(lab, pose)
+            framed.append(f)
+            covers.append(c)
+        report(0.35, "describing references")
+        feats = np.stack([self._features(f) for f in framed])  # K, D, h, w
+        gh, gw = feats.shape[2:]
+        # a reference patch is trusted where its shot is fully shown (confidence 1, away from its seam)
+        cells_valid = np.stack([cv2.resize(c, (gw, gh), interpolation=cv2.INTER_AREA) > 0.99 for c in covers])
+        flat = feats.transpose(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        feat_std = flat.std(0)
+        self.state.update(feat_mean=flat.mean(0).astype(np.float32),
+                          feat_std=(feat_std + 1e-3 * (feat_std.mean() + 1e-6)).astype(np.float32),
+                          group=scale_groups(feats.shape[1], separate=p.scale_fusion != "joint" and not self._baseline))
+        z = np.stack([self._zscore(f) for f in feats])
+        keep = None  # one coreset selection (on all scales) serves every scale's global memory
+        if self.mode == "global":
+            report(0.38, "selecting the patch memory")
+            flat = z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1])
+            keep = greedy_coreset(flat, max(1, int(round(p.coreset_ratio * flat.shape[0]))))
+        n_groups = int(self.state["group"].max()) + 1
+        per_scale, loo_weight = [], None
+        for g in range(n_groups):
+            normalised, weights = self._learn_scale(g, z, cells_valid, covers, keep, imgs[0])
+            per_scale.append(normalised)
+            loo_weight = weights if loo_weight is None else loo_weight
+            report(0.4 + 0.55 * (g + 1) / n_groups, f"calibrating scale {g + 1}/{n_groups}")
+        keys = ("mode", "alignment", "structure_share", "master", "master_lab", "lab_mean", "lab_std",
+                "feat_mean", "feat_std", "group")
+        learned = {k: v for k, v in self.state.items() if k.startswith(("whitener_", "scale_", "bank_"))}
+        return {
+            **{k: np.asarray(self.state[k]) for k in keys},
+            **learned,
+            "loo_maps": np.stack([self._fuse([m[i] for m in per_scale]) for i in range(len(imgs))]),
+            "loo_weight": np.asarray(loo_weight, np.float32),
+        }
+
+    def _read_references(self, paths: list, report: Progress) -> list[np.ndarray]:
+        size = self.params.working_size
         imgs = []
         for i, path in enumerate(paths):
             try:
@@ -482,108 +582,103 @@ class VariationDetector(Detector):
             except (OSError, ValueError) as exc:
                 raise VariationError(f"reference shot {path}: {exc}") from exc
             report(0.05 + 0.15 * (i + 1) / len(paths), f"reading reference {i + 1}/{len(paths)}")
-        raw_labs = [to_lab(im) for im in imgs]
-        stack = np.stack(raw_labs)
+        stack = np.stack([to_lab(im) for im in imgs])
         self.state = {
             "lab_mean": stack.reshape(-1, 3).mean(0).astype(np.float32),
             "lab_std": np.array([stack[..., c].std() for c in range(3)], np.float32),
         }
-        share = float(np.median([structure_share(lab) for lab in raw_labs]))
-        is_texture = share < p.texture_threshold
-        alignment = p.alignment if p.alignment != "auto" else ("none" if is_texture else "rigid")
+        return imgs
+
+    def _choose_memory(self, imgs: list[np.ndarray]) -> None:
+        """Resolve ``auto``: textures (little coarse layout) get no alignment and a global memory."""
+        p = self.params
+        share = float(np.median([structure_share(to_lab(im)) for im in imgs]))
+        alignment = p.alignment if p.alignment != "auto" else ("none" if share < p.texture_threshold else "rigid")
         mode = p.memory if p.memory != "auto" else ("global" if alignment == "none" else "local")
         if self._baseline:
             alignment, mode = "none", "global"
         self.mode, self.alignment = mode, alignment
+        self.state.update(mode=np.array(mode), alignment=np.array(alignment),
+                          structure_share=np.array(share, np.float32))
         log.info("variation: %d references, structure share %.2f -> alignment %s, memory %s",
                  len(imgs), share, alignment, mode)
-        labs = [self._lab(im) for im in imgs]
-        master = _align_image(imgs[0])
-        self.state.update(master=master, master_lab=labs[0])
-        report(0.25, "aligning references")
-        framed, covers = [], []
-        for im, lab in zip(imgs, labs, strict=True):
-            pose = estimate_pose(_align_image(im), master, alignment, p.max_rotation_deg)
-            f, c = self._to_reference_frame(lab, pose)
-            framed.append(f)
-            covers.append(c)
-        report(0.35, "describing references")
-        feats = np.stack([self._features(f) for f in framed])  # K, D, h, w
-        gh, gw = feats.shape[2:]
-        cells_valid = np.stack([cv2.resize(c, (gw, gh), interpolation=cv2.INTER_AREA) > 0.5 for c in covers])
-        flat = feats.transpose(0, 2, 3, 1).reshape(-1, feats.shape[1])
-        feat_std = flat.std(0)
-        self.state.update(feat_mean=flat.mean(0).astype(np.float32),
-                          feat_std=(feat_std + 1e-3 * (feat_std.mean() + 1e-6)).astype(np.float32))
-        k = feats.shape[0]
+
+    def _learn_scale(self, g: int, z: np.ndarray, cells_valid: np.ndarray, covers: list[np.ndarray],
+                     keep: np.ndarray | None, first: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Metric, memory and normal spread of scale ``g``; its leave-one-out maps in spread units."""
+        p, k, size = self.params, z.shape[0], self.params.working_size
+        zg = z[:, self.state["group"] == g]
         if p.whitening > 0 and k > 1 and not self._baseline:
-            report(0.38, "learning the normal variation")
-            z = np.stack([self._standardise(f) for f in feats])
             res = []
-            for i in range(k):  # a random subsample stands in for the coreset here (cheaper, same residuals)
-                bank_i = self._make_bank(z[[j for j in range(k) if j != i]], mode, p.coreset_ratio, greedy=False)
-                res.append(nn_residuals(z[i], bank_i, mode, p.search_radius))
-            self.state["whitener"] = residual_whitener(np.concatenate(res), 1.0 - p.whitening).astype(np.float32)
-        if mode == "global" and 0 < p.global_dims < feats.shape[1] and not self._baseline:
+            for i in range(k):  # a random subsample stands in for the coreset (same residuals, cheaper)
+                bank_i = self._make_bank(zg[[j for j in range(k) if j != i]], self.mode, p.coreset_ratio, greedy=False)
+                res.append(nn_residuals(zg[i], bank_i, self.mode, p.search_radius))
+            self.state[f"whitener_{g}"] = residual_whitener(np.concatenate(res), 1.0 - p.whitening).astype(np.float32)
+        n_groups = int(self.state["group"].max()) + 1
+        dims = max(1, p.global_dims // n_groups) if p.global_dims else 0
+        if self.mode == "global" and 0 < dims < zg.shape[1] and not self._baseline:
             # keep the directions in which the (whitened) reference patches vary most: faster search
-            z = np.stack([self._standardise(f) for f in feats])
-            flat = z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1]).astype(np.float64)
-            vals, vecs = np.linalg.eigh(np.cov(flat, rowvar=False))
-            proj = vecs[:, ::-1][:, : p.global_dims].T
-            base = self.state.get("whitener", np.eye(feats.shape[1], dtype=np.float32))
-            self.state["whitener"] = (proj @ base).astype(np.float32)
-        feats = np.stack([self._standardise(f) for f in feats])
-        # leave-one-out scores give the normal range of this profile
-        loo_maps, loo_weight = [], []
-        for i in range(k):
+            wz = np.stack([self._project(zz, g) for zz in z])
+            flat = wz.transpose(0, 2, 3, 1).reshape(-1, wz.shape[1]).astype(np.float64)
+            _, vecs = np.linalg.eigh(np.cov(flat, rowvar=False))
+            base = self.state.get(f"whitener_{g}", np.eye(zg.shape[1], dtype=np.float32))
+            self.state[f"whitener_{g}"] = (vecs[:, ::-1][:, :dims].T @ base).astype(np.float32)
+        fg = np.stack([self._project(zz, g) for zz in z])
+        maps, weights = [], []
+        for i in range(k):  # leave-one-out scores give the normal range of this profile
             if k > 1:
                 others = [j for j in range(k) if j != i]
-                bank_i = self._make_bank(feats[others], mode, p.coreset_ratio)
-                valid_i = cells_valid[others]
-                query = feats[i]
+                bank_i = self._make_bank(fg[others], self.mode, p.coreset_ratio, keep=keep, owners=others)
+                valid_i, query = cells_valid[others], fg[i]
             else:  # a single reference: compare it with a slightly shifted, relit copy of itself
-                bank_i, valid_i = self._make_bank(feats, mode, p.coreset_ratio), cells_valid
-                query = self._standardise(self._features(self._lab(_jitter(imgs[0]))))
-            amap = self._raw_map(query, bank_i, size, valid_i if mode == "local" else None)
-            loo_weight.append(covers[i] * np.isfinite(amap))
-            loo_maps.append(np.nan_to_num(amap).astype(np.float32))
-            report(0.4 + 0.5 * (i + 1) / k, f"calibrating on reference {i + 1}/{k}")
-        extra: dict[str, np.ndarray] = {}
-        if mode == "local" and p.variation_model and not self._baseline:
-            raw_loo, weights = np.stack(loo_maps), np.stack(loo_weight)
-            extra["scale"] = positional_scale(raw_loo, weights, p.variation_sigma)
-            # each shot is calibrated with the spread of the *other* shots (nested leave-one-out)
-            for i in range(k):
+                bank_i = self._make_bank(fg, self.mode, p.coreset_ratio, keep=keep, owners=[0])
+                valid_i = cells_valid
+                query = self._project(self._zscore(self._features(self._lab(_jitter(first)))), g)
+            amap = self._raw_map(query, bank_i, size, valid_i if self.mode == "local" else None)
+            # evidence only where shot i is trusted and another shot is trusted nearby
+            reach = cv2.dilate(valid_i.any(0).astype(np.uint8), np.ones((3, 3), np.uint8))
+            reach = cv2.resize(reach.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+            weights.append(covers[i] * reach * np.isfinite(amap))
+            maps.append(np.nan_to_num(amap).astype(np.float32))
+        raw, w = np.stack(maps), np.stack(weights)
+        self.state[f"bank_{g}"] = self._make_bank(fg, self.mode, p.coreset_ratio, keep=keep, owners=list(range(k)))
+        # the scale is measured in units of its own normal spread (before any fusion)
+        if self.mode == "local" and p.variation_model and not self._baseline:
+            self.state[f"scale_{g}"] = positional_scale(raw, w, p.variation_sigma)
+            normalised = []
+            for i in range(k):  # nested leave-one-out: shot i is judged by the spread of the others
                 others = [j for j in range(k) if j != i] if k > 1 else [i]
-                loo_maps[i] = raw_loo[i] / positional_scale(raw_loo[others], weights[others], p.variation_sigma)
-        return {
-            **extra,
-            "mode": np.array(mode),
-            "alignment": np.array(alignment),
-            "structure_share": np.array(share, np.float32),
-            "master": master.astype(np.float32),
-            "master_lab": labs[0].astype(np.float32),
-            "lab_mean": self.state["lab_mean"],
-            "lab_std": self.state["lab_std"],
-            "feat_mean": self.state["feat_mean"],
-            "feat_std": self.state["feat_std"],
-            **({"whitener": self.state["whitener"]} if "whitener" in self.state else {}),
-            "bank": self._make_bank(feats, mode, p.coreset_ratio),
-            "loo_maps": np.stack(loo_maps),
-            "loo_weight": np.stack(loo_weight).astype(np.float32),
-        }
+                normalised.append(raw[i] / positional_scale(raw[others], w[others], p.variation_sigma))
+            return normalised, w
+        level = float(np.median(raw[w > 0.5])) if (w > 0.5).any() else 1.0
+        self.state[f"scale_{g}"] = np.array(max(level, 1e-6), np.float32)
+        return [m / self.state[f"scale_{g}"] for m in raw], w
 
     @staticmethod
-    def _make_bank(feats: np.ndarray, mode: str, ratio: float, greedy: bool = True) -> np.ndarray:
+    def _make_bank(feats: np.ndarray, mode: str, ratio: float, greedy: bool = True,
+                   keep: np.ndarray | None = None, owners: list[int] | None = None) -> np.ndarray:
+        """The memory of ``feats`` (K', d, h, w): as is (local) or a patch subset (global).
+
+        ``keep`` indexes patches of *all* references (K·h·w, a coreset chosen once); ``owners`` says
+        which references ``feats`` holds, so a leave-one-out memory keeps only their patches.
+        """
         if mode == "local":
             return np.ascontiguousarray(feats, dtype=np.float32)
-        flat = feats.transpose(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        _, d, h, w = feats.shape
+        flat = feats.transpose(0, 2, 3, 1).reshape(-1, d)
+        if keep is not None and owners is not None:
+            per = h * w
+            rows = []
+            for slot, ref in enumerate(owners):
+                mine = keep[(keep >= ref * per) & (keep < (ref + 1) * per)] - ref * per
+                rows.append(mine + slot * per)
+            return np.ascontiguousarray(flat[np.concatenate(rows)], dtype=np.float32)
         n = max(1, int(round(ratio * flat.shape[0])))
         if greedy:
-            keep = greedy_coreset(flat, n)
+            idx = greedy_coreset(flat, n)
         else:
-            keep = np.random.default_rng(0).choice(flat.shape[0], size=min(n, flat.shape[0]), replace=False)
-        return np.ascontiguousarray(flat[keep], dtype=np.float32)
+            idx = np.random.default_rng(0).choice(flat.shape[0], size=min(n, flat.shape[0]), replace=False)
+        return np.ascontiguousarray(flat[idx], dtype=np.float32)
 
     # ----------------------------------------------------------------- per image
     def analyse(self, image: np.ndarray) -> VariationAnalysis:
@@ -593,15 +688,18 @@ class VariationDetector(Detector):
         p = self.params
         with timer("align"):
             rgb = to_working(image, p.working_size)
-            pose = estimate_pose(_align_image(rgb), self.state["master"], self.alignment, p.max_rotation_deg)
+            pose = (estimate_pose(_align_image(rgb), self.state["master"], self.alignment, p.max_rotation_deg)
+                    if self.alignment != "none" else np.array([[1.0, 0, 0], [0, 1.0, 0]]))
             framed, confidence = self._to_reference_frame(self._lab(rgb), pose)
         with timer("features"):
-            query = self._standardise(self._features(framed))
+            z = self._zscore(self._features(framed))
         with timer("search"):
-            raw = np.nan_to_num(self._raw_map(query, self._bank, p.working_size))
-            if "scale" in self.state:
-                raw = raw / self.state["scale"]
-            raw = self._from_reference_frame(raw * confidence, pose)
+            maps = []
+            for g in range(self._groups):
+                # every reference cell is a candidate here (filled-in cells are copies of good content)
+                m = np.nan_to_num(self._raw_map(self._project(z, g), self._banks[g], p.working_size))
+                maps.append(m / self.state[f"scale_{g}"])
+            raw = self._from_reference_frame(self._fuse(maps) * confidence, pose)
         return VariationAnalysis(raw_map=raw.astype(np.float32), pose=pose, timings=timer.timings)
 
     def finish(self, analysis: VariationAnalysis, image: np.ndarray) -> Detection:

@@ -61,14 +61,16 @@ def adapter_state_dict(checkpoint: Mapping[str, Any], source: str = "adapter che
     for i in range(count):
         for part in ("weight", "bias"):
             if f"fc.{i}.{part}" not in cleaned:
-                raise AdapterError(f"{source}: fc.{i}.{part} missing (found {count} adapters, they must be fc.0..fc.{count - 1})")
+                raise AdapterError(f"{source}: fc.{i}.{part} missing (found {count} adapters, "
+                                   f"they must be fc.0..fc.{count - 1})")
     shapes = {tuple(cleaned[f"fc.{i}.weight"].shape) for i in range(count)}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise AdapterError(f"{source}: adapter weights must all be 2-D of one shape, got {sorted(shapes)}")
     out_dim = next(iter(shapes))[0]
     for i in range(count):
-        if tuple(cleaned[f"fc.{i}.bias"].shape) != (out_dim,):
-            raise AdapterError(f"{source}: fc.{i}.bias has shape {tuple(cleaned[f'fc.{i}.bias'].shape)}, expected ({out_dim},)")
+        bias_shape = tuple(cleaned[f"fc.{i}.bias"].shape)
+        if bias_shape != (out_dim,):
+            raise AdapterError(f"{source}: fc.{i}.bias has shape {bias_shape}, expected ({out_dim},)")
     return cleaned
 
 

@@ -24,7 +24,7 @@ class VariationParams(Params):
         "the alignment choice",
     )
     max_rotation_deg: float = Field(20.0, ge=0, le=180, description="rigid alignment searches ± this angle")
-    pyramid_levels: int = Field(3, ge=1, le=5, description="scales of the filter bank (each half the last)")
+    pyramid_levels: int = Field(2, ge=1, le=5, description="scales of the filter bank (each half the last)")
     feature_stride: int = Field(4, ge=1, le=16, description="px at working size between patch descriptors")
     search_radius: int = Field(1, ge=0, le=8, description="local memory: patches searched around the same place")
     coreset_ratio: float = Field(
@@ -48,12 +48,17 @@ class VariationParams(Params):
         description="px near the edge of what an aligned image shows whose scores are faded out (the filter "
         "bank there also sees filled-in reference content)",
     )
+    scale_fusion: Literal["joint", "mean", "max"] = Field(
+        "joint",
+        description="score each pyramid level on its own and fuse the normalised maps by mean or max; "
+        "joint: one descriptor for all levels",
+    )
     texture_threshold: float = Field(
         0.15, ge=0, le=1,
         description="auto: the references count as a texture when their coarse layout explains less than "
         "this share of the brightness variance",
     )
     calibration_margin: float = Field(
-        1.25, gt=0,
+        1.3, gt=0,
         description="the map reaches 0.5 at this multiple of the worst leave-one-out reference score",
     )

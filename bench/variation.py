@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -99,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="variation-bench-"))
-    os.environ.setdefault("INSPECTOR_HOME", str(work / "home"))  # cold cache
+    with tempfile.TemporaryDirectory(prefix="variation-bench-") as tmp:
+        return _run(args, Path(tmp))
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
+    os.environ["INSPECTOR_CACHE_DIR"] = str(work / "cache")  # an empty cache: "cold" means cold
     root = args.root or work / "line"
     if not is_current(root, args.seed):
         t0 = time.perf_counter()
@@ -112,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         prof = load_profile(profiles / f"demo_{cat}")
         prof.reference_shots = prof.reference_shots[: args.shots] if args.shots <= 4 else prof.reference_shots
         if args.shots > 4:  # more shots: copy further train/good images
-            import shutil
-
             for i in range(4, args.shots):
                 src = root / cat / "train" / "good" / f"{i:03d}.png"
                 shutil.copyfile(src, profiles / f"demo_{cat}" / "references" / src.name)
@@ -131,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             r = run_category(root, profiles / f"demo_{cat}", cat, baseline=(method == "baseline"))
             results[method][cat] = r
             print(f"{method:9s} {cat:8s} imgAUROC {r['image_auroc']:.3f}  pixAUROC {r['pixel_auroc']:.3f}  "
-                  f"AUPRO {r['aupro']:.3f}  {r['ms_per_image']:.0f} ms/img ({r['cpu_ms_per_image']:.0f} cpu)  prepare {r['prepare_cold_s']:.2f}s "
-                  f"cold / {r['prepare_warm_s']:.3f}s cached  [{r['prepared_mode']}/{r['prepared_alignment']}]  "
+                  f"AUPRO {r['aupro']:.3f}  {r['ms_per_image']:.0f} ms/img ({r['cpu_ms_per_image']:.0f} cpu)  "
+                  f"prepare {r['prepare_cold_s']:.2f}s cold / {r['prepare_warm_s']:.3f}s cached  "
+                  f"[{r['prepared_mode']}/{r['prepared_alignment']}]  "
                   f"good {r['confusion']['good']}  defect {r['confusion']['defect']}", flush=True)
         keys = ("image_auroc", "pixel_auroc", "aupro", "ms_per_image", "cpu_ms_per_image")
         mean = {k: float(np.mean([results[method][c][k] for c in args.categories])) for k in keys}

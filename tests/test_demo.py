@@ -155,12 +155,17 @@ def test_cli_headless_all_categories(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_cli_without_display_falls_back_to_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from inspector.commands import demo as demo_command
+
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
-    code = main(["demo", "--small", "--root", str(tmp_path / "line"), "--categories", "pcb"])
-    captured = capsys.readouterr()
-    assert code == 0 and "no display" in captured.err and "pcb" in captured.out
+    ran: list[tuple[Path, Path, list[str]]] = []
+    monkeypatch.setattr(demo_command, "run_headless", lambda *a: ran.append(a) or 0)  # the real one: tests above
+    line = tmp_path / "line"
+    code = main(["demo", "--small", "--root", str(line), "--categories", "pcb"])
+    assert code == 0 and "no display" in capsys.readouterr().err
+    assert ran == [(line, packaged_profiles_dir(), ["pcb"])]
 
 
 def test_cli_opens_the_station_on_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

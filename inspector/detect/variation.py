@@ -14,8 +14,11 @@ per profile (``variation.memory``; ``auto`` decides from the references, see :fu
   misplaced part is anomalous even if it looks normal elsewhere. What an aligned image does not
   show is filled in from the first reference and its seam is faded out (``border_margin``).
 * **global** (textures) — a *patch memory* (PatchCore-style): every reference patch, thinned by a
-  greedy coreset (``coreset_ratio``), reduced to ``global_dims`` principal directions; each test
-  patch takes its nearest neighbour anywhere.
+  greedy coreset (``coreset_ratio``, at most ``max_memory`` patches), reduced to ``global_dims``
+  principal directions; each test patch takes its nearest neighbour anywhere.
+
+``scale_fusion``: ``joint`` (default) scores one descriptor of all pyramid levels; ``mean``/``max``
+score each level on its own (own metric, memory and spread) and fuse the normalised maps.
 
 Metric: descriptors are z-scored, then whitened by the covariance of leave-one-out
 nearest-neighbour residuals (``whitening``): directions in which good parts differ among
@@ -555,7 +558,7 @@ class VariationDetector(Detector):
         if self.mode == "global":
             report(0.38, "selecting the patch memory")
             flat = z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1])
-            keep = greedy_coreset(flat, max(1, int(round(p.coreset_ratio * flat.shape[0]))))
+            keep = greedy_coreset(flat, max(1, min(int(round(p.coreset_ratio * flat.shape[0])), p.max_memory)))
         n_groups = int(self.state["group"].max()) + 1
         per_scale, loo_weight = [], None
         for g in range(n_groups):

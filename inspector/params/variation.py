@@ -30,6 +30,7 @@ class VariationParams(Params):
     coreset_ratio: float = Field(
         0.1, gt=0, le=1, description="global memory: fraction of reference patches kept (greedy coreset)"
     )
+    max_memory: int = Field(2048, ge=16, description="global memory: at most this many patches (search time)")
     global_dims: int = Field(
         32, ge=0, le=256, description="global memory: descriptor dimensions kept (principal directions; 0 = all)"
     )

@@ -71,10 +71,11 @@ class ClipModel:
 
         entry = store.entry(key)
         options = dict(getattr(entry, "options", None) or {})
+        raw = store.load_state_dict(key)  # first: a missing file fails before the ViT is built
         model = open_clip.create_model(
             entry.arch, pretrained=None, force_quick_gelu=bool(options.get("quick_gelu", False))
         )
-        state = convert_state_dict(model, store.load_state_dict(key))
+        state = convert_state_dict(model, raw)
         resize_pos_embed(state, model)
         model.load_state_dict(state, strict=True)
         tokenizer = open_clip.get_tokenizer(entry.arch)

@@ -65,6 +65,14 @@ class SamModel:
         self.img_size = int(model.image_encoder.img_size)
         self.transform = ResizeLongestSide(self.img_size)
         self.encoder_calls = 0  # counted for tests and benchmarks
+        self._dense_pe: torch.Tensor | None = None  # prompt-independent: computed once
+
+    def dense_pe(self) -> torch.Tensor:
+        """The decoder's positional encoding of the embedding grid (constant per model)."""
+        if self._dense_pe is None:
+            with torch.inference_mode():
+                self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+        return self._dense_pe
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -79,8 +87,8 @@ class SamModel:
         arch = entry.arch  # "vit_b" | "vit_l" | "vit_h"
         if arch not in sam_model_registry:
             raise ValueError(f"model store entry {key!r}: unknown SAM architecture {arch!r}")
+        state = store.load_state_dict(key)  # first: a missing file fails before the ViT is built
         model = sam_model_registry[arch](checkpoint=None)
-        state = store.load_state_dict(key)
         model.load_state_dict(state)
         return cls(model, device, dtype, key)
 
@@ -175,7 +183,7 @@ class SamModel:
             sparse, dense = self.model.prompt_encoder(points=pts, boxes=box_t, masks=masks_t)
             low, iou = self.model.mask_decoder(
                 image_embeddings=emb.features.to(dev),
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                image_pe=self.dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask,

@@ -51,8 +51,9 @@ Departures from the reference code (the paper is the specification):
   query box goes to the entry it matches best, so a box matching the object name best is an
   object box, not a defect), ``"separate"`` keeps the reference's one caption (and one fusion
   pass) per entry and for the object. The fusion transformer mixes image and text from its first
-  layer, so it is the part that scales with the number of captions; on CPU it is ~90 % of a
-  GroundingDINO call (``bench/saa.py``);
+  layer, so it is the part that scales with the number of captions; on CPU it is 80-90 % of a
+  GroundingDINO call at 800 px (``bench/saa.py``), so sharing the backbone alone saves little and
+  the joint caption is what makes the language stage several times cheaper;
 * object masks are decoded only when something uses them (IoU rule, multi-instance saliency);
 * special tokens ([CLS], [SEP]) do not count towards a box's score.
 """
@@ -272,7 +273,7 @@ class SaaDetector(Detector):
         with timer("grounding_image"):
             gimg = self.grounding.encode_image(image, p.grounding_short_side, p.grounding_max_size)
         with timer("grounding_fusion"):
-            return self.grounding.predict(gimg, self.text, batch=p.caption_batch)
+            return self.grounding.predict(gimg, self.text, batch=p.caption_batch or None)
 
     def _boxes(self, logits: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> tuple[BoxCandidates, BoxCandidates]:
         """Defect and object candidates from every caption row (each query goes to its best entry)."""

@@ -26,7 +26,10 @@ class SaaParams(Params):
     filter_word: str | None = Field(None, description="phrase word that marks a box as the object itself")
     grounding_short_side: int = Field(800, ge=64, le=2048, description="GroundingDINO input: shorter side (px)")
     grounding_max_size: int = Field(1333, ge=64, le=4096, description="GroundingDINO input: longest side cap (px)")
-    caption_batch: int = Field(8, ge=1, le=64, description="caption rows per GroundingDINO fusion pass")
+    caption_batch: int = Field(
+        0, ge=0, le=64,
+        description="caption rows per GroundingDINO fusion pass; 0: auto (1 on CPU, where batching only adds "
+                    "page faults, 8 on CUDA)")
     saliency_input_size: int = Field(256, ge=32, le=2048, description="square input of the saliency CNN (single object)")
     multi_instance_input_size: int = Field(1024, ge=32, le=2048)
     rescore_gain: float = Field(1.0, gt=0, description="s * exp(gain * mean saliency) (eq. 6-7; reference code 3)")

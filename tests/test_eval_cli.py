@@ -18,6 +18,7 @@ from inspector.imaging import read_image
 from inspector.inspection import Inspector
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, save_profile
+from tests.support.cli_env import cli_settings_env  # noqa: F401 - autouse fixture
 from tests.support.diff_detector import register_diff_detector
 from tests.support.tiny_datasets import make_folder, make_mvtec, make_visa
 
@@ -26,13 +27,6 @@ TOP_KEYS = {
     "n_images", "n_anomalous", "seconds", "per_defect",
 }
 HAS_VARIATION = importlib.util.find_spec("inspector.detect.variation") is not None
-
-
-@pytest.fixture(autouse=True)
-def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INSPECTOR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("INSPECTOR_CONFIG", str(tmp_path / "home" / "settings.yaml"))
-    monkeypatch.setenv("INSPECTOR_DEVICE", "cpu")
 
 
 @pytest.fixture

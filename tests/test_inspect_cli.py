@@ -15,17 +15,11 @@ from inspector.cli import main
 from inspector.commands import inspect as inspect_cmd
 from inspector.imaging import file_sha256, read_image, write_png
 from inspector.profile import ProductProfile, save_profile
+from tests.support.cli_env import cli_settings_env  # noqa: F401 - autouse fixture
 from tests.support.diff_detector import register_diff_detector
 from tests.support.tiny_datasets import defect_image, good_image
 
 HAS_VARIATION = importlib.util.find_spec("inspector.detect.variation") is not None
-
-
-@pytest.fixture(autouse=True)
-def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INSPECTOR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("INSPECTOR_CONFIG", str(tmp_path / "home" / "settings.yaml"))
-    monkeypatch.setenv("INSPECTOR_DEVICE", "cpu")
 
 
 @pytest.fixture

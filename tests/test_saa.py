@@ -301,7 +301,7 @@ def test_finish_only_changes_reuse_the_analysis(hub: ModelHub, image: np.ndarray
     det.retune(prof.model_copy(update={"properties": prof.properties.model_copy(update={"min_iou_with_object": 1e-6})}))
     det.finish(analysis, image)
     assert analysis.object_masks is not None and len(analysis.object_masks) == len(analysis.objects)
-    assert set(SaaDetector.finish_params) <= {f"saa.{k}" for k in prof.saa.model_fields}
+    assert set(SaaDetector.finish_params) <= {f"saa.{k}" for k in type(prof.saa).model_fields}
 
 
 @pytest.mark.slow

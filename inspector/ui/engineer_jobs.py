@@ -3,7 +3,8 @@
 The worker (``inspector.ui.worker.StationWorker``) runs ``fn(hub, progress, is_cancelled)`` in its
 thread and reports through ``job_progress(tag, frac, msg)``, ``job_done(tag, result)`` and
 ``job_failed(tag, msg)``. :class:`JobClient` gives each engineer widget unique tags and routes
-those signals back to per-job callbacks in the UI thread.
+those signals back to per-job callbacks in the UI thread. :class:`JobFeedback` is the progress bar +
+status label that shows such a job's progress and failure.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import QLabel, QProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +99,36 @@ class JobClient(QObject):
         log.warning("job %s failed: %s", tag, msg)
         if cbs.failed:
             cbs.failed(msg)
+
+
+class JobFeedback:
+    """A hidden progress bar (0..1000) and a selectable, word-wrapped status label for worker jobs.
+
+    The owning widget lays out :attr:`progress` and :attr:`status` itself and passes
+    :meth:`on_progress` / :meth:`on_failed` as the job's callbacks.
+    """
+
+    def __init__(self, text_visible: bool = True) -> None:
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        if not text_visible:
+            self.progress.setTextVisible(False)
+        self.progress.hide()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def start(self, text: str) -> None:
+        """Show the bar at zero with ``text`` as the status."""
+        self.progress.setValue(0)
+        self.progress.show()
+        self.status.setText(text)
+
+    def on_progress(self, frac: float, msg: str) -> None:
+        self.progress.setValue(int(max(0.0, min(1.0, frac)) * 1000))
+        if msg:
+            self.status.setText(msg)
+
+    def on_failed(self, msg: str) -> None:
+        self.progress.hide()
+        self.status.setText(f"<span style='color:#c0392b'>{msg}</span>")

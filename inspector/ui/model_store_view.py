@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -34,7 +33,7 @@ from PySide6.QtWidgets import (
 
 from inspector.models.store import ModelStore
 from inspector.settings import Settings, SettingsError
-from inspector.ui.engineer_jobs import JobClient
+from inspector.ui.engineer_jobs import JobClient, JobFeedback
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +108,9 @@ class ModelStoreView(QWidget):
         self.device_label = QLabel("detecting devices…")
         self.device_label.setWordWrap(True)
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.hide()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.feedback = JobFeedback()
+        self.progress = self.feedback.progress
+        self.status = self.feedback.status
 
         store_row = QHBoxLayout()
         store_row.addWidget(self.store_label, 1)
@@ -183,8 +179,9 @@ class ModelStoreView(QWidget):
                     out[key] = f"error: {exc}"
             return out
 
-        self._start("checking installed models…")
-        self.jobs.submit("verify", job, done=self._on_states, failed=self._on_failed, progress=self._on_progress)
+        self.feedback.start("checking installed models…")
+        self.jobs.submit("verify", job, done=self._on_states,
+                         failed=self.feedback.on_failed, progress=self.feedback.on_progress)
 
     def verify(self) -> None:
         """Re-hash every installed file against the manifest (worker job with progress)."""
@@ -196,8 +193,9 @@ class ModelStoreView(QWidget):
                        for k in report.statuses}
             return {"states": dict(report.statuses), "details": details}
 
-        self._start("verifying checksums…")
-        self.jobs.submit("verify", job, done=self._on_verified, failed=self._on_failed, progress=self._on_progress)
+        self.feedback.start("verifying checksums…")
+        self.jobs.submit("verify", job, done=self._on_verified,
+                         failed=self.feedback.on_failed, progress=self.feedback.on_progress)
 
     def _on_verified(self, result: dict) -> None:
         self._on_states(result["states"])
@@ -231,8 +229,9 @@ class ModelStoreView(QWidget):
         def job(_hub: Any, progress: Callable[[float, str], None], _cancelled: Callable[[], bool]) -> list:
             return list(store.import_from(src, progress))
 
-        self._start(f"importing {src.name}…")
-        self.jobs.submit("import", job, done=self._on_imported, failed=self._on_failed, progress=self._on_progress)
+        self.feedback.start(f"importing {src.name}…")
+        self.jobs.submit("import", job, done=self._on_imported,
+                         failed=self.feedback.on_failed, progress=self.feedback.on_progress)
 
     def _on_imported(self, keys: list[str]) -> None:
         self.progress.hide()
@@ -278,21 +277,7 @@ class ModelStoreView(QWidget):
             self.status.setText(f"device {device} saved in {path}; it applies when the station restarts")
         self.device_changed.emit(device)
 
-    # ------------------------------------------------------------------ feedback
-    def _start(self, text: str) -> None:
-        self.progress.setValue(0)
-        self.progress.show()
-        self.status.setText(text)
-
-    def _on_progress(self, frac: float, msg: str) -> None:
-        self.progress.setValue(int(max(0.0, min(1.0, frac)) * 1000))
-        if msg:
-            self.status.setText(msg)
-
-    def _on_failed(self, msg: str) -> None:
-        self.progress.hide()
-        self.status.setText(f"<span style='color:#c0392b'>{msg}</span>")
-
+    # ------------------------------------------------------------------ buttons
     def _on_busy(self, _name: str, _busy: bool) -> None:
         busy = self.jobs.is_busy("import") or self.jobs.is_busy("verify")
         for b in (self.verify_button, self.import_folder_button, self.import_archive_button):

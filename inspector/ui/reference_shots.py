@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -33,7 +32,7 @@ from PySide6.QtWidgets import (
 from inspector.imaging import IMAGE_EXTENSIONS, ImageReadError, read_image
 from inspector.profile import ProductProfile
 from inspector.profile_refs import add_reference_folder, add_reference_shots, remove_reference_shots
-from inspector.ui.engineer_jobs import JobClient
+from inspector.ui.engineer_jobs import JobClient, JobFeedback
 from inspector.ui.preview import PreviewEngine
 
 log = logging.getLogger(__name__)
@@ -92,13 +91,9 @@ class ReferenceShotsWidget(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
         self.rebuild_button.clicked.connect(lambda: self.rebuild())
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress.hide()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.feedback = JobFeedback(text_visible=False)
+        self.progress = self.feedback.progress
+        self.status = self.feedback.status
         self.refused = QLabel("")  # files the last add refused, kept until the next add
         self.refused.setWordWrap(True)
         self.refused.setStyleSheet("color: #c0392b")
@@ -200,8 +195,9 @@ class ReferenceShotsWidget(QWidget):
 
         self.refused.clear()
         self.refused.hide()
-        self._show_progress("copying reference shots…")
-        self.jobs.submit("add", job, done=self._on_added, failed=self._on_failed, progress=self._on_progress)
+        self.feedback.start("copying reference shots…")
+        self.jobs.submit("add", job, done=self._on_added,
+                         failed=self.feedback.on_failed, progress=self.feedback.on_progress)
 
     def _on_added(self, result: tuple) -> None:
         shots, added, errors = result
@@ -258,8 +254,9 @@ class ReferenceShotsWidget(QWidget):
         def job(hub: Any, progress: Callable[[float, str], None], _cancelled: Callable[[], bool]) -> str:
             return engine.update(prof, hub, progress)
 
-        self._show_progress(f"building reference bank from {len(prof.reference_shots)} shot(s)…")
-        self.jobs.submit("rebuild", job, done=self._on_rebuilt, failed=self._on_failed, progress=self._on_progress)
+        self.feedback.start(f"building reference bank from {len(prof.reference_shots)} shot(s)…")
+        self.jobs.submit("rebuild", job, done=self._on_rebuilt,
+                         failed=self.feedback.on_failed, progress=self.feedback.on_progress)
 
     def _on_rebuilt(self, effect: str) -> None:
         if self.jobs.is_busy("rebuild"):
@@ -269,18 +266,3 @@ class ReferenceShotsWidget(QWidget):
         self.status.setText(f"reference bank ready ({n} shot{'s' if n != 1 else ''})"
                             if effect in ("prepare", "pipeline") else "reference bank up to date")
         self.rebuilt.emit(effect)
-
-    # ------------------------------------------------------------------ feedback
-    def _show_progress(self, text: str) -> None:
-        self.progress.setValue(0)
-        self.progress.show()
-        self.status.setText(text)
-
-    def _on_progress(self, frac: float, msg: str) -> None:
-        self.progress.setValue(int(max(0.0, min(1.0, frac)) * 1000))
-        if msg:
-            self.status.setText(msg)
-
-    def _on_failed(self, msg: str) -> None:
-        self.progress.hide()
-        self.status.setText(f"<span style='color:#c0392b'>{msg}</span>")

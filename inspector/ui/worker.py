@@ -42,6 +42,7 @@ from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, load_profile
 from inspector.settings import Settings
 from inspector.sources import FolderSource, Frame, FrameGrabber, Source, read_ground_truth
+from inspector.ui import gc_guard
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class StationWorker(QObject):
 
     # ================================================================== lifecycle (UI thread)
     def start(self) -> StationWorker:
+        gc_guard.install()  # from now on Python's GC must not run in the worker thread
         self._thread.start()
         return self
 

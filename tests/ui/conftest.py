@@ -8,6 +8,8 @@ tens of milliseconds on 2 shared cores.
 
 from __future__ import annotations
 
+import gc
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,13 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from inspector.imaging import write_png  # noqa: E402
 from inspector.profile import ProductProfile, save_profile  # noqa: E402
 from inspector.settings import Settings  # noqa: E402
+from tests.ui.conftest_engineer import (  # noqa: E402,F401 - the engineer-tool fixtures
+    editor,
+    eng_settings,
+    shots,
+    station_worker,
+    widget_profile,
+)
 
 SIZE = 72
 REASONS = ["spot", "scratch", "other"]
@@ -55,6 +64,13 @@ def make_profile(folder: Path, name: str = "plate", pipeline: str = "variation")
     p.variation.smoothing_sigma = 2.0
     save_profile(p, folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_in_gui_thread() -> Iterator[None]:
+    """Collect each test's Qt garbage here, in the GUI thread (see inspector/ui/gc_guard.py)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

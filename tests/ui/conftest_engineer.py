@@ -1,7 +1,8 @@
 """Shared fixtures of the engineer-tool tests (``tests/ui/test_engineer_*.py``).
 
-Imported explicitly by those test files (``from tests.ui.conftest_engineer import ...``); the
-station's own fixtures live in ``tests/ui/conftest.py``.
+``tests/ui/conftest.py`` imports the fixtures from here, so every test under ``tests/ui`` can
+request them; the test files import only the plain helpers (``wait_idle``, ``write_product``, ...).
+The station's own fixtures live in ``tests/ui/conftest.py``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ def widget_profile(eng_settings: Settings, shots: list[Path]) -> ProductProfile:
     profile.variation.working_size = WORKING
     save_profile(profile)
     return load_profile(path)
+
+
+@pytest.fixture
+def editor(qtbot, station_worker, eng_settings: Settings, widget_profile: ProductProfile):
+    """A profile editor with ``widget_profile`` loaded and its start-up jobs finished."""
+    from inspector.ui.profile_editor import ProfileEditor
+
+    ed = ProfileEditor(station_worker, eng_settings)
+    qtbot.addWidget(ed)
+    ed.load(widget_profile.folder)
+    wait_idle(qtbot, ed.jobs)
+    return ed
 
 
 def wait_idle(qtbot, jobs, timeout_ms: int = JOB_TIMEOUT_MS) -> None:

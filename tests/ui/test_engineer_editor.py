@@ -11,25 +11,9 @@ from PySide6.QtCore import Qt
 from inspector.detect.variation import VariationDetector
 from inspector.profile import ProfileError, load_profile
 from inspector.ui.profile_editor import ProfileEditor
-from tests.ui.conftest_engineer import (  # noqa: F401 - fixtures
-    eng_settings,
-    shots,
-    station_worker,
-    wait_idle,
-    widget_profile,
-    write_product,
-)
+from tests.ui.conftest_engineer import wait_idle, write_product
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def editor(qtbot, station_worker, eng_settings, widget_profile):
-    ed = ProfileEditor(station_worker, eng_settings)
-    qtbot.addWidget(ed)
-    ed.load(widget_profile.folder)
-    wait_idle(qtbot, ed.jobs)
-    return ed
 
 
 def _type(qtbot, editor: ProfileEditor, path: str, text: str) -> None:

@@ -12,15 +12,7 @@ from PySide6.QtCore import Qt
 from inspector.imaging import write_png
 from inspector.ui.engineer import EngineerPanel
 from inspector.ui.evaluation_view import EvaluationView, confusion_at
-from tests.ui.conftest_engineer import (  # noqa: F401 - fixtures
-    eng_settings,
-    product_image,
-    shots,
-    station_worker,
-    wait_idle,
-    widget_profile,
-    write_product,
-)
+from tests.ui.conftest_engineer import product_image, wait_idle, write_product
 
 N_GOOD, N_BAD = 3, 3
 

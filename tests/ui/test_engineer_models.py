@@ -11,7 +11,7 @@ import yaml
 from inspector.models.store import ModelStore
 from inspector.settings import Settings
 from inspector.ui.model_store_view import ModelStoreView
-from tests.ui.conftest_engineer import eng_settings, station_worker, wait_idle  # noqa: F401 - fixtures
+from tests.ui.conftest_engineer import wait_idle
 
 pytestmark = pytest.mark.gui
 

@@ -13,26 +13,9 @@ from PySide6.QtCore import Qt
 from inspector.detect.variation import VariationDetector
 from inspector.ui.engineer import EngineerPanel
 from inspector.ui.profile_editor import ProfileEditor
-from tests.ui.conftest_engineer import (  # noqa: F401 - fixtures
-    eng_settings,
-    product_image,
-    shots,
-    station_worker,
-    wait_idle,
-    widget_profile,
-    write_product,
-)
+from tests.ui.conftest_engineer import product_image, wait_idle, write_product
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def editor(qtbot, station_worker, eng_settings, widget_profile):
-    ed = ProfileEditor(station_worker, eng_settings)
-    qtbot.addWidget(ed)
-    ed.load(widget_profile.folder)
-    wait_idle(qtbot, ed.jobs)
-    return ed
 
 
 def test_import_copies_files_and_rebuilds_bank(qtbot, editor: ProfileEditor, widget_profile, shots, tmp_path: Path,

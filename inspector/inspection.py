@@ -115,6 +115,34 @@ class Inspector:
         log.info("profile %s v%d prepared for %s in %.2fs", self.profile.name, self.profile.version,
                  self.pipeline, time.perf_counter() - t0)
 
+    def required_models(self) -> list[tuple[str, str]]:
+        """(kind, store key) of every model this profile's pipeline will load.
+
+        A ``key:file`` selector (e.g. which APRIL-GAN adapter file) is reduced to the key."""
+        kinds = list(self.detector.requires)
+        if self.pipeline == "clipsam" and self.profile.clipsam.map_provider == "aprilgan":
+            kinds.append("adapter")
+        out = []
+        for kind in kinds:
+            key = getattr(self.profile.models, kind, None)
+            if key:
+                out.append((kind, key.split(":", 1)[0]))
+        return out
+
+    def check_weights(self) -> None:
+        """Fail fast, before any network is built, when a needed model is not installed.
+
+        Raises the store's ModelMissingError / ModelCorruptError (key, path, fixing command)."""
+        keys = [key for kind, key in self.required_models() if not self.hub.is_provided(kind, key)]
+        if not keys:
+            return
+        if self.hub.store is None:
+            from inspector.models.store import ModelStore
+
+            self.hub.store = ModelStore.from_settings()
+        for key in self.hub.store.with_requirements(keys):
+            self.hub.store.path(key)
+
     def model_keys(self) -> list[str]:
         return [f"{kind}:{key}" for kind, key in self.hub.loaded()]
 

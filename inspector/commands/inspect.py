@@ -41,13 +41,10 @@ _GLOB_CHARS = set("*?[")
 
 # --------------------------------------------------------------------------------- shared helpers
 def model_errors() -> tuple[type[BaseException], ...]:
-    """The model store's "missing / corrupt weights" exceptions (empty if the store is absent)."""
-    try:
-        from inspector.models import store
-    except ImportError:
-        return ()
-    names = ("ModelStoreError", "ModelMissingError", "ModelCorruptError")
-    return tuple(getattr(store, n) for n in names if hasattr(store, n))
+    """The model store's "missing / corrupt weights" exceptions."""
+    from inspector.models.store import ModelStoreError
+
+    return (ModelStoreError,)
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,6 +90,7 @@ def prepare_inspector(profile: ProductProfile, hub: ModelHub, pipeline: str | No
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     try:
+        inspector.check_weights()  # before any network is built
         inspector.prepare()
     except model_errors() as exc:
         raise UsageError(f"{exc}") from exc

@@ -285,20 +285,11 @@ class StationWorker(QObject):
 
     def _check_weights(self, inspector: Inspector) -> None:
         """Fail fast, before building any network, when a model the pipeline needs is not installed."""
-        hub = inspector.hub
-        keys = []
-        for kind in inspector.detector.requires:
-            key = getattr(inspector.profile.models, kind, None)
-            if key and not hub.is_provided(kind, key):
-                keys.append(key)
-        if not keys:
-            return
-        if hub.store is None:
+        if inspector.hub.store is None and inspector.required_models():
             from inspector.models.store import ModelStore
 
-            hub.store = ModelStore.from_settings(self.settings)
-        for key in hub.store.with_requirements(keys):
-            hub.store.path(key)  # raises ModelMissingError / ModelCorruptError with the fixing command
+            inspector.hub.store = ModelStore.from_settings(self.settings)
+        inspector.check_weights()
 
     def queue_depth(self) -> int:
         with self._lock:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 
 from inspector.detect.base import Detection, Detector, Region, StageTimer
+from inspector.registry import resolve
 
 # pipeline name -> "module:Class"; modules are imported lazily so a weight-free install never
 # pays for importing the foundation-model libraries it does not use.
@@ -21,12 +21,7 @@ def available_pipelines() -> list[str]:
 
 
 def detector_class(name: str) -> type[Detector]:
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(available_pipelines())}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(_REGISTRY, name, "pipeline")
 
 
 def create_detector(name: str) -> Detector:

@@ -8,11 +8,12 @@ There is exactly one implementation of each map: FADE's training-free language-g
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from inspector.registry import resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.detect.base import Progress
@@ -44,8 +45,4 @@ PROVIDERS: dict[str, str] = {
 
 
 def create_map_provider(name: str) -> ClipMapProvider:
-    try:
-        module, cls = PROVIDERS[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown CLIP map provider {name!r}; choose one of {', '.join(PROVIDERS)}") from None
-    return getattr(importlib.import_module(module), cls)()
+    return resolve(PROVIDERS, name, "CLIP map provider")()

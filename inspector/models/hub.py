@@ -29,13 +29,14 @@ supports bf16 natively (AVX512-BF16 / AMX), else fp32. Wrappers run their forwar
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from inspector.registry import resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.store import ModelStore
@@ -99,12 +100,7 @@ def inference_autocast(device: torch.device, dtype: torch.dtype) -> Iterator[Non
 
 
 def wrapper_class(kind: str) -> type:
-    try:
-        target = WRAPPERS[kind]
-    except KeyError:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(WRAPPERS)}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(WRAPPERS, kind, "model kind")
 
 
 class ModelHub:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,11 +188,16 @@ def read_image(path: str | os.PathLike[str], max_side: int | None = DEFAULT_MAX_
     return decode_image(data, str(p), max_side)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
+def file_sha256(path: str | os.PathLike[str], progress: Callable[[int], None] | None = None) -> str:
+    """Streaming sha256 of a file (1 MiB chunks); ``progress`` receives the bytes read so far."""
     h = hashlib.sha256()
+    done = 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
     return h.hexdigest()
 
 

@@ -136,12 +136,9 @@ class Inspector:
         keys = [key for kind, key in self.required_models() if not self.hub.is_provided(kind, key)]
         if not keys:
             return
-        if self.hub.store is None:
-            from inspector.models.store import ModelStore
-
-            self.hub.store = ModelStore.from_settings()
-        for key in self.hub.store.with_requirements(keys):
-            self.hub.store.path(key)
+        store = self.hub.model_store()
+        for key in store.with_requirements(keys):
+            store.path(key)
 
     def model_keys(self) -> list[str]:
         return [f"{kind}:{key}" for kind, key in self.hub.loaded()]

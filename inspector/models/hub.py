@@ -150,15 +150,19 @@ class ModelHub:
             if module is not None:
                 obj = cls.from_module(module, device=self.device, dtype=self.dtype, key=key)
             else:
-                if self.store is None:
-                    from inspector.models.store import ModelStore
-
-                    self.store = ModelStore.from_settings()
                 log.info("loading %s model %r on %s (%s)", kind, key, self.device, self.dtype)
-                obj = cls.from_store(self.store, key, device=self.device, dtype=self.dtype)
+                obj = cls.from_store(self.model_store(), key, device=self.device, dtype=self.dtype)
             self._loaded[(kind, key)] = obj
             self.load_counts[(kind, key)] = self.load_counts.get((kind, key), 0) + 1
             return obj
+
+    def model_store(self) -> ModelStore:
+        """The weight store given at construction, else the one from the settings (opened once)."""
+        if self.store is None:
+            from inspector.models.store import ModelStore
+
+            self.store = ModelStore.from_settings()
+        return self.store
 
     def loaded(self) -> list[tuple[str, str]]:
         return sorted(self._loaded)

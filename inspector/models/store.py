@@ -47,6 +47,8 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from inspector.imaging import file_sha256 as sha256_of  # the one streaming file hasher
+
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.settings import Settings
 
@@ -332,19 +334,6 @@ def git_blob_sha1_of(path: Path) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """Streaming sha256; ``progress`` receives the bytes read so far."""
-    h = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done)
     return h.hexdigest()
 
 

@@ -275,21 +275,15 @@ class StationWorker(QObject):
 
     @property
     def hub(self) -> ModelHub:
-        """The model hub (created on first use, in the worker thread)."""
+        """The model hub (created on first use, in the worker thread) and its store from our settings."""
         if self._hub is None:
-            from inspector.models.store import ModelStore
-
             s = self.settings
-            self._hub = ModelHub(store=ModelStore.from_settings(s), device=s.device, precision=s.precision)
-        return self._hub
-
-    def _check_weights(self, inspector: Inspector) -> None:
-        """Fail fast, before building any network, when a model the pipeline needs is not installed."""
-        if inspector.hub.store is None and inspector.required_models():
+            self._hub = ModelHub(device=s.device, precision=s.precision)
+        if self._hub.store is None:  # also an injected hub: the store follows the station's settings
             from inspector.models.store import ModelStore
 
-            inspector.hub.store = ModelStore.from_settings(self.settings)
-        inspector.check_weights()
+            self._hub.store = ModelStore.from_settings(self.settings)
+        return self._hub
 
     def queue_depth(self) -> int:
         with self._lock:
@@ -403,7 +397,7 @@ class StationWorker(QObject):
             profile = target if isinstance(target, ProductProfile) else load_profile(target)
             self._profile = profile
             inspector = Inspector(profile, self.hub)
-            self._check_weights(inspector)
+            inspector.check_weights()  # fail fast, before building any network
 
             def progress(frac: float, msg: str = "") -> None:
                 self.models_loading.emit(float(frac), str(msg))

@@ -8,15 +8,23 @@ HxWx3. Truncated or corrupt files and files whose content does not match their e
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+from inspector.files import (  # noqa: F401  (file_sha256/array_sha256 re-exported; home is files.py)
+    NotRegularFileError,
+    array_sha256,
+    atomic_write,
+    describe_os_error,
+    file_sha256,
+    read_regular,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.detect.base import Region
@@ -80,9 +88,38 @@ def _check_complete(path: Path, data: bytes, kind: str | None) -> None:
         raise ImageReadError(f"{path}: truncated PNG (no IEND chunk); re-copy or re-capture the file")
 
 
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+_TIFF_SHORT, _TIFF_LONG = 3, 4
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a TIFF's first image from its first IFD (what OpenCV decodes)."""
+    order = "little" if data[:2] == b"II" else "big"
+    ifd = int.from_bytes(data[4:8], order)
+    count = int.from_bytes(data[ifd : ifd + 2], order)
+    if ifd < 8 or ifd + 2 + 12 * count > len(data):
+        return None
+    found: dict[int, int] = {}
+    for i in range(count):
+        pos = ifd + 2 + 12 * i
+        tag = int.from_bytes(data[pos : pos + 2], order)
+        if tag not in (_TIFF_WIDTH, _TIFF_LENGTH):
+            continue
+        typ = int.from_bytes(data[pos + 2 : pos + 4], order)
+        if typ == _TIFF_SHORT:
+            found[tag] = int.from_bytes(data[pos + 8 : pos + 10], order)
+        elif typ == _TIFF_LONG:
+            found[tag] = int.from_bytes(data[pos + 8 : pos + 12], order)
+    if _TIFF_WIDTH in found and _TIFF_LENGTH in found:
+        return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
+    return None
+
+
 def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
-    """(width, height) from the file header without decoding (PNG, JPEG, BMP), else None."""
+    """(width, height) from the file header without decoding (PNG, JPEG, BMP, TIFF), else None."""
     try:
+        if kind == "TIFF":
+            return _tiff_size(data)
         if kind == "PNG" and data[12:16] == b"IHDR":
             return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         if kind == "BMP":
@@ -136,20 +173,8 @@ def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
 
 def decode_image(data: bytes, source: str = "<bytes>", max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Decode encoded image bytes (EXIF orientation applied) to RGB uint8."""
-    path = Path(source)
+    check_image_bytes(data, source)
     kind = _sniff(data[:8])
-    if kind is None:
-        raise ImageReadError(f"{source}: not a PNG, JPEG, BMP or TIFF image (unrecognised content)")
-    ext = path.suffix.lower()
-    if ext in _MAGIC and not any(data.startswith(m) for m in _MAGIC[ext]):
-        raise ImageReadError(f"{source}: extension {ext!r} but the content is {kind}; rename the file to match")
-    _check_complete(path, data, kind)
-    size = _header_size(data, kind)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise ImageReadError(
-            f"{source}: image is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), more than the "
-            f"station accepts ({MAX_PIXELS / 1e6:.0f} MP); export it smaller"
-        )
     buf = np.frombuffer(data, dtype=np.uint8)
     # ANYDEPTH keeps 16-bit; ANYCOLOR keeps grey/colour; EXIF orientation is honoured unless
     # IMREAD_IGNORE_ORIENTATION is given (IMREAD_UNCHANGED would drop it). Alpha is dropped:
@@ -175,37 +200,60 @@ def decode_image(data: bytes, source: str = "<bytes>", max_side: int | None = DE
 def read_image(path: str | os.PathLike[str], max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Read an image file into RGB uint8 HxWx3 (see module docstring)."""
     p = Path(path)
+    return decode_image(_read_file(p), str(p), max_side)
+
+
+def _read_file(p: Path) -> bytes:
     try:
-        data = p.read_bytes()  # works for non-ASCII paths, unlike cv2.imread on some platforms
+        # regular files only: a FIFO or a device would block or never end (non-ASCII paths work,
+        # unlike cv2.imread on some platforms)
+        data = read_regular(p)
     except FileNotFoundError:
         raise ImageReadError(f"{p}: file not found") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{p}: is a folder, not an image") from None
+    except NotRegularFileError as exc:
+        if os.path.isdir(p):
+            raise ImageReadError(f"{p}: is a folder, not an image") from None
+        raise ImageReadError(f"{p}: {exc.strerror}; only image files can be inspected") from None
     except OSError as exc:
-        raise ImageReadError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+        raise ImageReadError(f"{p}: cannot read ({describe_os_error(exc)})") from exc
     if not data:
         raise ImageReadError(f"{p}: empty file (0 bytes); the copy may still be in progress")
-    return decode_image(data, str(p), max_side)
+    return data
 
 
-def file_sha256(path: str | os.PathLike[str], progress: Callable[[int], None] | None = None) -> str:
-    """Streaming sha256 of a file (1 MiB chunks); ``progress`` receives the bytes read so far."""
-    h = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done)
-    return h.hexdigest()
+def check_image_bytes(data: bytes, source: str) -> None:
+    """The checks :func:`decode_image` makes before decoding (kind, extension, completeness, size).
+
+    Cheap: no pixels are decoded. Raises :class:`ImageReadError`. A hot folder uses it to tell a
+    finished copy from one in progress without holding decoded frames."""
+    path = Path(source)
+    if not data:
+        raise ImageReadError(f"{source}: empty file (0 bytes); the copy may still be in progress")
+    kind = _sniff(data[:8])
+    if kind is None:
+        raise ImageReadError(f"{source}: not a PNG, JPEG, BMP or TIFF image (unrecognised content)")
+    ext = path.suffix.lower()
+    if ext in _MAGIC and not any(data.startswith(m) for m in _MAGIC[ext]):
+        raise ImageReadError(f"{source}: extension {ext!r} but the content is {kind}; rename the file to match")
+    _check_complete(path, data, kind)
+    if kind == "BMP" and len(data) < int.from_bytes(data[2:6], "little"):
+        raise ImageReadError(f"{source}: truncated BMP (shorter than its header says); re-copy the file")
+    size = _header_size(data, kind)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError(
+            f"{source}: image is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), more than the "
+            f"station accepts ({MAX_PIXELS / 1e6:.0f} MP); export it smaller"
+        )
 
 
-def array_sha256(img: np.ndarray) -> str:
-    """Hash of decoded pixels plus shape (for frames that have no file)."""
-    h = hashlib.sha256(str(img.shape).encode())
-    h.update(np.ascontiguousarray(img).tobytes())
-    return h.hexdigest()
+def probe_image(path: str | os.PathLike[str]) -> None:
+    """Read a file and check it as :func:`check_image_bytes` does; TIFFs (whose completeness the
+    header cannot tell) are decoded and the pixels dropped. Raises :class:`ImageReadError`."""
+    p = Path(path)
+    data = _read_file(p)
+    check_image_bytes(data, str(p))
+    if _sniff(data[:8]) == "TIFF":
+        decode_image(data, str(p), max_side=None)
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -226,18 +274,32 @@ def resize_square(img: np.ndarray, size: int, interpolation: int = cv2.INTER_CUB
     return cv2.resize(img, (size, size), interpolation=interpolation)
 
 
+def resize_antialiased(img: np.ndarray, size_hw: tuple[int, int], resample: str = "bicubic") -> np.ndarray:
+    """Resize RGB/grey uint8 to (H, W) with PIL's antialiased filters (``"bicubic"`` or ``"bilinear"``).
+
+    The reference pipelines (open_clip / FADE, GroundingDINO) resize PIL images through torchvision,
+    which is this call; OpenCV's INTER_CUBIC / INTER_LINEAR do not low-pass when shrinking.
+    """
+    from PIL import Image
+
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if img.shape[:2] == (h, w):
+        return img
+    filters = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+    out = Image.fromarray(np.ascontiguousarray(img)).resize((w, h), filters[resample])
+    return np.asarray(out)
+
+
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
-    """Write RGB (or grey) uint8 as PNG atomically; raises OSError with the path on failure."""
+    """Write RGB (or grey) uint8 as PNG atomically (:func:`inspector.files.atomic_write`).
+
+    Raises OSError with the path on failure."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     arr = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     ok, enc = cv2.imencode(".png", arr)
     if not ok:
         raise OSError(f"{p}: PNG encoding failed")
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(enc.tobytes())
-    os.replace(tmp, p)
-    return p
+    return atomic_write(p, enc.tobytes(), fsync=False)
 
 
 def colorize_map(amap: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:

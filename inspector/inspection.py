@@ -35,6 +35,9 @@ class Inspection:
     image_path: str | None = None
     image_sha256: str | None = None
     seconds: float = 0.0
+    detector_state_sha256: str | None = None
+    """sha256 of the cached state (memory banks, text means) the detector adopted at prepare
+    (:func:`inspector.cache.ledger_sha256`); ``None`` when it uses no cached state."""
 
     @property
     def image_score(self) -> float:
@@ -56,6 +59,7 @@ class Inspection:
             "regions": [r.to_json() for r in self.detection.regions],
             "timings": {k: round(v, 6) for k, v in self.detection.timings.items()},
             "seconds": round(self.seconds, 6),
+            "detector_state_sha256": self.detector_state_sha256,
         }
 
 
@@ -107,10 +111,15 @@ class Inspector:
         self.pipeline = pipeline or profile.pipeline
         self.detector: Detector = create_detector(self.pipeline)
         self._prepared = False
+        self.detector_state_sha256: str | None = None
 
     def prepare(self, progress: Progress | None = None) -> None:
+        from inspector.cache import ledger_sha256, state_ledger
+
         t0 = time.perf_counter()
-        self.detector.prepare(self.profile, self.hub, progress)
+        with state_ledger() as ledger:  # every cache entry the detector adopts (issue 16 item 15)
+            self.detector.prepare(self.profile, self.hub, progress)
+        self.detector_state_sha256 = ledger_sha256(ledger)
         self._prepared = True
         log.info("profile %s v%d prepared for %s in %.2fs", self.profile.name, self.profile.version,
                  self.pipeline, time.perf_counter() - t0)
@@ -119,14 +128,11 @@ class Inspector:
         """(kind, store key) of every model this profile's pipeline will load.
 
         A ``key:file`` selector (e.g. which APRIL-GAN adapter file) is reduced to the key."""
-        kinds = list(self.detector.requires)
+        out = [(kind, key.split(":", 1)[0]) for kind, key in self.detector.required_models(self.profile)]
         if self.pipeline == "clipsam" and self.profile.clipsam.map_provider == "aprilgan":
-            kinds.append("adapter")
-        out = []
-        for kind in kinds:
-            key = getattr(self.profile.models, kind, None)
+            key = getattr(self.profile.models, "adapter", None)
             if key:
-                out.append((kind, key.split(":", 1)[0]))
+                out.append(("adapter", key.split(":", 1)[0]))
         return out
 
     def check_weights(self) -> None:
@@ -162,6 +168,7 @@ class Inspector:
             image_path=str(image_path) if image_path is not None else None,
             image_sha256=image_sha256,
             seconds=time.perf_counter() - (t0 if t0 is not None else t_fin),
+            detector_state_sha256=self.detector_state_sha256,
         )
 
     def inspect(self, image: np.ndarray, image_path: str | Path | None = None,

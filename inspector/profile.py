@@ -14,24 +14,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inspector.params import ClipSamParams, FadeParams, SaaParams, VariationParams
+from inspector.params import ClipSamParams, FadeParams, PatchCoreParams, SaaParams, VariationParams
 
 PROFILE_FILE = "profile.yaml"
-PIPELINES = ("fade", "saa", "clipsam", "variation")
-Pipeline = Literal["fade", "saa", "clipsam", "variation"]
+PIPELINES = ("patchcore", "fade", "saa", "clipsam", "variation")
+Pipeline = Literal["patchcore", "fade", "saa", "clipsam", "variation"]
+log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 DEFAULT_CLASS_AGNOSTIC = ["defect on {object}", "damage on {object}", "flaw on {object}"]
 DEFAULT_REASON_CODES = ["scratch", "crack", "stain", "missing part", "deformation", "other"]
+MAX_NESTING = 8
+"""Deepest YAML nesting a profile may have (the schema itself nests 3 levels)."""
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Images are read at most 4096 px on a side (``imaging.DEFAULT_MAX_SIDE``): no region is larger."""
+SUSPICIOUS_AREA_PX = 100_000
+"""A minimum defect area above this is legal but hides all but huge defects: a warning."""
+THRESHOLD_WARN_LOW, THRESHOLD_WARN_HIGH = 0.02, 0.98
+"""Image thresholds outside this band are legal but fail (or pass) nearly every part: a warning."""
 
 
 class ProfileError(ValueError):
@@ -64,7 +78,7 @@ class LanguagePrompts(_Section):
 class PropertyPrompts(_Section):
     """SAA+ property prompts (paper sec. 3.3) and shared region limits."""
 
-    min_iou_with_object: float = 0.0
+    min_iou_with_object: float = Field(0.0, description="theta of the location prompt (0 = off); saa.location_rule says how it is read (default: fraction of a region inside the object)")
     max_area_ratio: float = 1.0
     object_count: int = 1
     top_k: int = 5
@@ -92,18 +106,42 @@ class PropertyPrompts(_Section):
         return v
 
 
+def _too_large(v: float) -> str:
+    return (f"must be at most {MAX_IMAGE_PIXELS} px (images are read at most 4096x4096; a larger minimum "
+            f"passes every part), got {v:g}")
+
+
 class DecisionRule(_Section):
     """PASS/FAIL rule: FAIL when the image score reaches the threshold and a region is large enough."""
 
-    image_threshold: float = 0.5
+    image_threshold: float = Field(0.5, description="FAIL when the image score (0..1) reaches this")
     pixel_threshold: float | None = Field(None, description="map level for regions; default = image_threshold")
-    min_defect_area_px: int = 0
+    min_defect_area_px: int = Field(0, description="a FAIL needs a region of at least this many pixels")
+
+    @field_validator("image_threshold", "pixel_threshold")
+    @classmethod
+    def _threshold(cls, v: float | None) -> float | None:
+        # every pipeline scores in [0, 1]: above 1 nothing FAILs, below 0 everything does
+        if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise ValueError(f"must be a number in [0, 1] (scores are 0..1), got {v:g}")
+        return v
+
+    @field_validator("min_defect_area_px", mode="before")
+    @classmethod
+    def _area_range(cls, v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"must be a whole number of pixels, got {v:g}")
+        if isinstance(v, float) and v > MAX_IMAGE_PIXELS:  # before pydantic's "exceeded maximum size"
+            raise ValueError(_too_large(v))
+        return v
 
     @field_validator("min_defect_area_px")
     @classmethod
     def _area(cls, v: int) -> int:
         if v < 0:
             raise ValueError(f"must be >= 0, got {v}")
+        if v > MAX_IMAGE_PIXELS:
+            raise ValueError(_too_large(v))
         return v
 
     @property
@@ -130,7 +168,9 @@ class ProductProfile(BaseModel):
     version: int = 1
     description: str = ""
     author: str = ""
-    pipeline: Pipeline = "variation"
+    change_note: str = Field("", description="what changed in this version and why (asked at save)")
+    saved_at: str = Field("", description="when this version was saved (ISO 8601, set by save_profile)")
+    pipeline: Pipeline = "patchcore"
     object: str = "object"
     prompts: LanguagePrompts = Field(default_factory=LanguagePrompts)
     properties: PropertyPrompts = Field(default_factory=PropertyPrompts)
@@ -144,6 +184,7 @@ class ProductProfile(BaseModel):
     saa: SaaParams = Field(default_factory=SaaParams)
     clipsam: ClipSamParams = Field(default_factory=ClipSamParams)
     variation: VariationParams = Field(default_factory=VariationParams)
+    patchcore: PatchCoreParams = Field(default_factory=PatchCoreParams)
 
     # Where the profile was loaded from; not part of the YAML.
     _folder: Path | None = None
@@ -183,6 +224,11 @@ class ProductProfile(BaseModel):
     @classmethod
     def _refs(cls, v: list[str]) -> list[str]:
         for p in v:
+            if not p.strip():
+                raise ValueError("reference shot paths must not be empty")
+            if any(ord(c) < 32 for c in p):
+                raise ValueError(f"reference shot {p!r} contains a control character (e.g. a NUL byte); "
+                                 "use a plain file name")
             pp = Path(p)
             if pp.is_absolute() or ".." in pp.parts:
                 raise ValueError(f"reference shot {p!r} must be a path inside the profile folder")
@@ -233,17 +279,62 @@ class ProductProfile(BaseModel):
         return self
 
 
+# pydantic error type -> the sentence an engineer reads (the input is appended as ", got ...")
+_PLAIN_MESSAGES = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_parsing_size": "is far too large",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping of fields",
+    "model_type": "must be a mapping of fields",
+    "model_attributes_type": "must be a mapping of fields",
+    "missing": "required field missing; add it",
+    "too_short": "has too few entries",
+    "too_long": "has too many entries",
+}
+
+
+_BOUND_MESSAGES = {
+    "greater_than": "must be greater than",
+    "greater_than_equal": "must be at least",
+    "less_than": "must be less than",
+    "less_than_equal": "must be at most",
+}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
 def _format_error(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = _location(err["loc"])
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
+        kind = err["type"]
+        if kind == "extra_forbidden":
             msg = "unknown key (check the spelling; see `inspector profile new` for the fields)"
-        elif err["type"] == "literal_error" and err["loc"] and err["loc"][0] == "pipeline":
+        elif kind == "literal_error" and err["loc"] and err["loc"][0] == "pipeline":
             msg = f"unknown pipeline {err.get('input')!r}; choose one of {', '.join(PIPELINES)}"
+        elif kind in _BOUND_MESSAGES and err.get("ctx"):
+            bound = next(iter(err["ctx"].values()))
+            msg = f"{_BOUND_MESSAGES[kind]} {bound}, got {err.get('input')!r}"
+        elif kind == "literal_error" and err.get("ctx"):
+            msg = f"must be one of {err['ctx']['expected']}, got {err.get('input')!r}"
+        elif kind in _PLAIN_MESSAGES:
+            msg = _PLAIN_MESSAGES[kind]
+            if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "missing":
+                msg = f"{msg}, got {err['input']!r}"
         elif "got" not in msg and "input" in err and not isinstance(err["input"], (dict, list)):
             msg = f"{msg}, got {err['input']!r}"
         lines.append(f"{source}: {loc}: {msg}")
@@ -266,6 +357,8 @@ def profile_from_dict(data: Any, source: str = "<profile>", folder: Path | None 
 
 def resolve_profile_path(path: str | Path) -> Path:
     """Accept a profile folder, its ``profile.yaml``, or a bare name under the profiles dir."""
+    if "\x00" in str(path):
+        raise ProfileError(f"{str(path)!r}: the path contains a NUL byte; pass a plain folder or file name")
     p = Path(path)
     if p.is_dir():
         p = p / PROFILE_FILE
@@ -280,35 +373,209 @@ def resolve_profile_path(path: str | Path) -> Path:
     raise ProfileError(f"{path}: no {PROFILE_FILE} found; pass a profile folder, its {PROFILE_FILE}, or a name")
 
 
-def load_profile(path: str | Path, check_files: bool = True) -> ProductProfile:
-    """Load and validate a profile; with ``check_files`` every reference shot must exist."""
-    file = resolve_profile_path(path)
+def _scan_structure(text: str, source: str) -> None:
+    """Refuse duplicate mapping keys and too-deep nesting, each with its field path.
+
+    Walks the parser's event stream (iterative), so a hostile file nested thousands of levels
+    deep is reported instead of exhausting the recursion limit of the recursive YAML composer."""
+    # frames: [kind, path, seen keys {key: line}, expecting_key, current key, next index]
+    stack: list[list[Any]] = []
+    node_events = (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.AliasEvent)
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            stack.pop()
+            continue
+        if not isinstance(event, node_events):
+            continue
+        path: list[str] = []
+        if stack:
+            top = stack[-1]
+            if top[0] == "map" and top[3]:
+                if not isinstance(event, yaml.ScalarEvent):
+                    where = _location(tuple(top[1]))
+                    raise ProfileError(f"{source}: {where}: keys must be plain words, not lists or mappings")
+                key, line = event.value, event.start_mark.line + 1
+                if key in top[2]:
+                    where = _location((*top[1], key))
+                    raise ProfileError(f"{source}: {where}: duplicate key {key!r} (line {line}; first given on "
+                                       f"line {top[2][key]}); keep one of them")
+                top[2][key], top[3], top[4] = line, False, key
+                continue
+            if top[0] == "map":
+                path, top[3] = [*top[1], top[4]], True
+            else:
+                path, top[5] = [*top[1], str(top[5])], top[5] + 1
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if len(stack) >= MAX_NESTING:
+                raise ProfileError(f"{source}: {_location(tuple(path))}: nested more than {MAX_NESTING} levels "
+                                   "deep; a profile nests at most 3 (section, field, list)")
+            kind = "map" if isinstance(event, yaml.MappingStartEvent) else "seq"
+            stack.append([kind, path, {}, True, None, 0])
+
+
+def parse_profile_text(text: str, source: str) -> Any:
+    """``yaml.safe_load`` of a profile file, refusing duplicate keys and absurd nesting."""
+    try:
+        _scan_structure(text, source)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{source}: not valid YAML: {exc}") from exc
+    except RecursionError as exc:  # pragma: no cover - the scan bounds nesting first
+        raise ProfileError(f"{source}: nested too deeply") from exc
+
+
+def _read_profile_file(file: Path) -> tuple[str, Any]:
     source = _source_name(file)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{source}: cannot read ({exc})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{source}: not valid YAML: {exc}") from exc
+    return source, parse_profile_text(text, source)
+
+
+def _reference_problems(profile: ProductProfile, folder: Path, decode: bool) -> list[str]:
+    """One ``field.path: reason`` per reference shot that is outside, missing or (``decode``) unreadable."""
+    from inspector.imaging import ImageReadError, decode_image
+
+    problems = []
+    for i, rel in enumerate(profile.reference_shots):
+        target = (folder / rel).resolve()
+        if folder not in target.parents:
+            problems.append(f"reference_shots.{i}: {rel!r} escapes the profile folder")
+        elif not target.is_file():
+            problems.append(f"reference_shots.{i}: file {rel!r} not found in {folder}; add the image or remove the entry")
+        elif decode:
+            try:
+                data = target.read_bytes()
+                if not data:
+                    raise ImageReadError(f"{rel}: empty file (0 bytes)")
+                decode_image(data, rel)
+            except (ImageReadError, OSError) as exc:
+                problems.append(f"reference_shots.{i}: {rel!r} is not a readable image ({exc}); "
+                                "replace it with a good shot or remove the entry")
+    return problems
+
+
+def load_profile(path: str | Path, check_files: bool = True) -> ProductProfile:
+    """Load and validate a profile; with ``check_files`` every reference shot must exist."""
+    file = resolve_profile_path(path)
+    source, data = _read_profile_file(file)
     profile = profile_from_dict(data, source, file.parent.resolve())
     if check_files:
-        folder = file.parent.resolve()
-        for i, rel in enumerate(profile.reference_shots):
-            target = (folder / rel).resolve()
-            if folder not in target.parents:
-                raise ProfileError(f"{source}: reference_shots.{i}: {rel!r} escapes the profile folder")
-            if not target.is_file():
-                raise ProfileError(
-                    f"{source}: reference_shots.{i}: file {rel!r} not found in {folder}; "
-                    "add the image or remove the entry"
-                )
+        problems = _reference_problems(profile, file.parent.resolve(), decode=False)
+        if problems:
+            raise ProfileError(f"{source}: {problems[0]}")
     return profile
 
 
-def save_profile(profile: ProductProfile, folder: str | Path | None = None, bump: bool = False) -> Path:
-    """Write ``profile.yaml`` atomically. With ``bump`` the old file is kept as ``profile.v<N>.yaml``."""
+# ------------------------------------------------------------------------------ deep validation
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :func:`check_profile`: ``path`` is the dotted field, ``severity`` error|warning."""
+
+    path: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def format(self, source: str) -> str:
+        return f"{source}: {self.path}: {self.message}"
+
+
+def _params_class(pipeline: str) -> Any:
+    return ProductProfile.model_fields[pipeline].annotation
+
+
+def min_reference_shots(pipeline: str) -> int:
+    """How many reference shots a pipeline needs (declared by its parameter model; 0 = works zero-shot)."""
+    return int(getattr(_params_class(pipeline), "min_reference_shots", 0))
+
+
+def model_fields_read(pipeline: str, required_models: Callable[[ProductProfile], Iterable[tuple[str, str]]]
+                      ) -> tuple[str, ...]:
+    """The ``models.<kind>`` fields a pipeline reads, found by asking its detector.
+
+    ``required_models`` is the detector class's ``required_models(profile)``; it is called on a
+    probe profile whose every model key is a unique sentinel, and the kinds whose sentinel comes
+    back are the fields it reads (a detector that takes its model from its own parameters, such
+    as a backbone choice, reads none)."""
+    kinds = list(ModelChoice.model_fields)
+    probe = ProductProfile(name="probe", pipeline=pipeline)  # type: ignore[arg-type]
+    probe.models = ModelChoice(**{k: f"\x00probe-{k}" for k in kinds})
+    returned = {str(key).split(":", 1)[0] for _kind, key in required_models(probe)}
+    return tuple(k for k in kinds if f"\x00probe-{k}" in returned)
+
+
+def check_profile(
+    profile: ProductProfile,
+    *,
+    known_models: Mapping[str, str] | None = None,
+    required_kinds: Iterable[str] | Callable[[], Iterable[str] | None] | None = None,
+    decode_references: bool = True,
+) -> list[Problem]:
+    """What ``profile validate`` adds to the schema: can this profile actually run?
+
+    ``known_models`` maps model-store keys to their kind (from the store manifest);
+    ``required_kinds`` are the ``models.<kind>`` fields the pipeline loads, or a callable giving
+    them, called only when a model key is unknown (asking a detector may import torch).
+    Errors: unreadable or missing reference shots, too few shots for the pipeline, model keys the
+    store does not know or of the wrong kind. Warnings: legal values that nearly disable inspection.
+    """
+    problems: list[Problem] = []
+    if profile.folder is not None:
+        for line in _reference_problems(profile, Path(profile.folder), decode_references):
+            path, msg = line.split(": ", 1)
+            problems.append(Problem(path, msg))
+    need = min_reference_shots(profile.pipeline)
+    if len(profile.reference_shots) < need:
+        problems.append(Problem("reference_shots", f"the {profile.pipeline} pipeline needs at least {need} "
+                                f"reference shot(s), got {len(profile.reference_shots)}; add good images "
+                                "(4 recommended)"))
+    if known_models is not None:
+        required: set[str] | None = None
+
+        def is_required(kind: str) -> bool:
+            nonlocal required
+            if required is None:
+                kinds = required_kinds() if callable(required_kinds) else required_kinds
+                required = set(kinds) if kinds is not None else set(ModelChoice.model_fields)
+            return kind in required
+
+        for kind, key in profile.models.model_dump().items():
+            if not key:
+                continue
+            base = str(key).split(":", 1)[0]
+            if base not in known_models:
+                same = sorted(k for k, v in known_models.items() if v == kind)
+                hint = f"; known {kind} models: {', '.join(same)}" if same else ""
+                # a key the pipeline does not load cannot fail a run, but is still a typo
+                sev: Literal["error", "warning"] = "error" if required_kinds is None or is_required(kind) else "warning"
+                problems.append(Problem(f"models.{kind}", f"unknown model key {key!r}{hint}", sev))
+            elif known_models[base] != kind:
+                problems.append(Problem(f"models.{kind}", f"{base!r} is a {known_models[base]} model, "
+                                        f"not a {kind} model"))
+    rule = profile.decision
+    t = rule.image_threshold
+    if t <= THRESHOLD_WARN_LOW:
+        problems.append(Problem("decision.image_threshold", f"{t:g} fails almost every part", "warning"))
+    elif t >= THRESHOLD_WARN_HIGH:
+        problems.append(Problem("decision.image_threshold", f"{t:g} passes almost every part "
+                                "(only near-saturated scores fail)", "warning"))
+    if rule.pixel_threshold is not None and rule.pixel_threshold > t:
+        problems.append(Problem("decision.pixel_threshold", f"{rule.pixel_threshold:g} is above the image "
+                                f"threshold {t:g}: a failing part may show no region", "warning"))
+    if rule.min_defect_area_px > SUSPICIOUS_AREA_PX:
+        problems.append(Problem("decision.min_defect_area_px", f"{rule.min_defect_area_px} px hides every "
+                                "defect smaller than that; typical values are 0-1000", "warning"))
+    return problems
+
+
+def save_profile(profile: ProductProfile, folder: str | Path | None = None, bump: bool = False,
+                 note: str | None = None, author: str | None = None) -> Path:
+    """Write ``profile.yaml`` atomically and stamp ``saved_at``.
+
+    With ``bump`` the old file is kept as ``profile.v<N>.yaml`` and the profile becomes version
+    N + 1; its ``change_note`` is ``note`` (a new version never inherits the previous note).
+    ``author`` (when given) records who saved it."""
     target_dir = Path(folder) if folder is not None else profile.folder
     if target_dir is None:
         raise ProfileError(f"profile {profile.name!r}: no folder to save into")
@@ -318,6 +585,12 @@ def save_profile(profile: ProductProfile, folder: str | Path | None = None, bump
         old = load_profile(file, check_files=False)
         shutil.copy2(file, target_dir / f"profile.v{old.version}.yaml")
         profile.version = max(profile.version, old.version) + 1
+        profile.change_note = ""
+    if note is not None:
+        profile.change_note = note.strip()
+    if author is not None and author.strip():
+        profile.author = author.strip()
+    profile.saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     tmp = file.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(profile.to_yaml_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(tmp, file)
@@ -335,6 +608,88 @@ def load_profile_version(folder: str | Path, version: int) -> ProductProfile:
     if not old.is_file():
         raise ProfileError(f"{folder.name}: version {version} not kept (have {current.version})")
     return load_profile(old, check_files=False)
+
+
+@dataclass(frozen=True)
+class ProfileVersion:
+    """One kept version of a profile: what the history view lists."""
+
+    version: int
+    author: str
+    saved_at: str
+    note: str
+    file: Path
+    current: bool
+
+
+def profile_history(folder: str | Path) -> list[ProfileVersion]:
+    """Every kept version of the profile in ``folder``, newest first (unreadable old files are skipped)."""
+    folder = Path(folder)
+    current = load_profile(folder, check_files=False)
+    out = [ProfileVersion(current.version, current.author, current.saved_at, current.change_note,
+                          folder / PROFILE_FILE, True)]
+    for file in folder.glob("profile.v*.yaml"):
+        m = re.fullmatch(r"profile\.v(\d+)\.yaml", file.name)
+        if not m or int(m.group(1)) == current.version:
+            continue
+        try:
+            old = load_profile(file, check_files=False)
+        except ProfileError as exc:
+            log.warning("history of %s: %s", folder.name, exc)
+            continue
+        out.append(ProfileVersion(old.version, old.author, old.saved_at, old.change_note, file, False))
+    return sorted(out, key=lambda v: v.version, reverse=True)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field that differs between two versions (``None`` where a side lacks it)."""
+
+    path: str
+    old: Any
+    new: Any
+
+
+_BOOKKEEPING = ("version", "saved_at", "change_note")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def diff_profiles(old: ProductProfile, new: ProductProfile, bookkeeping: bool = False) -> list[FieldChange]:
+    """Field-by-field differences (dotted paths, lists compared whole), in schema order.
+
+    ``version``, ``saved_at`` and ``change_note`` differ between any two versions and are left out
+    unless ``bookkeeping``."""
+    a, b = _flatten(old.to_yaml_dict()), _flatten(new.to_yaml_dict())
+    keys = list(a) + [k for k in b if k not in a]
+    return [FieldChange(k, a.get(k), b.get(k)) for k in keys
+            if a.get(k) != b.get(k) and (bookkeeping or k not in _BOOKKEEPING)]
+
+
+def rollback_profile(folder: str | Path, version: int, note: str = "", author: str | None = None) -> ProductProfile:
+    """Make the content of ``version`` current again as a *new* version (history is never rewritten).
+
+    The reference shots that version lists must still exist (they are never deleted)."""
+    folder = Path(folder).resolve()
+    current = load_profile(folder, check_files=False)
+    if version == current.version:
+        raise ProfileError(f"{folder.name}: v{version} is already the current version")
+    target = load_profile_version(folder, version)
+    restored = profile_from_dict(target.to_yaml_dict(), f"{folder.name}/profile.v{version}.yaml", folder)
+    restored.version = current.version
+    problems = _reference_problems(restored, folder, decode=False)
+    if problems:
+        raise ProfileError(f"{folder.name}: cannot roll back to v{version}: {problems[0]}")
+    text = f"rollback to v{version}" + (f": {note.strip()}" if note.strip() else "")
+    save_profile(restored, folder, bump=True, note=text, author=author)
+    return restored
 
 
 def new_profile(name: str, object_name: str, pipeline: str, folder: str | Path) -> Path:

@@ -1,9 +1,9 @@
-"""Reference ("good") shots of a profile: copied into the profile folder under content-hash names.
+"""Reference ("good") shots of a profile: copied into the profile folder under readable, unique names.
 
 A profile folder is self-contained and portable: every reference shot lives in
-``<profile folder>/references/<sha256[:16]><ext>`` and ``profile.reference_shots`` lists those
-paths relative to the folder. The same image added twice (under any name, from anywhere) is
-stored once. Removing a shot from the profile keeps its file, because older saved versions of the
+``<profile folder>/references/<original stem>_<sha256[:16]><ext>`` (the stem says where it came
+from, the hash keeps names unique) and ``profile.reference_shots`` lists those paths relative to
+the folder. The same image added twice (under any name, from anywhere) is stored once. Removing a shot from the profile keeps its file, because older saved versions of the
 profile (``profile.v<N>.yaml``) may still name it.
 
 Qt-free and torch-free: the engineer GUI and scripts both call these functions.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -43,14 +45,36 @@ def _profile_folder(profile: ProductProfile) -> Path:
     return profile.folder
 
 
-def reference_file_name(data: bytes, suffix: str) -> str:
-    """Content-hash file name for encoded image bytes, e.g. ``3fa9c0d1e2b4a597.png``."""
+STEM_CHARS = 40
+"""At most this many characters of the original file name are kept."""
+
+
+def _suffix(suffix: str) -> str:
     suffix = suffix.lower()
-    if suffix == ".jpeg":
-        suffix = ".jpg"
-    if suffix == ".tiff":
-        suffix = ".tif"
-    return hashlib.sha256(data).hexdigest()[:HASH_CHARS] + suffix
+    return {".jpeg": ".jpg", ".tiff": ".tif"}.get(suffix, suffix)
+
+
+def safe_stem(stem: str) -> str:
+    """The original name reduced to letters, digits, '_', '-', '.' (others become '_')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")[:STEM_CHARS].rstrip("._-")
+
+
+def reference_file_name(data: bytes, suffix: str, stem: str = "") -> str:
+    """File name for encoded image bytes: ``<stem>_<sha256[:16]><ext>``, e.g. ``good_07_3fa9c0d1e2b4a597.png``
+    (only the hash where no usable stem is given)."""
+    digest = hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+    clean = safe_stem(stem)
+    return f"{clean}_{digest}{_suffix(suffix)}" if clean else digest + _suffix(suffix)
+
+
+def _same_content(refs: Path, data: bytes, suffix: str) -> str | None:
+    """The name of a stored file holding exactly ``data`` (any stem), if there is one."""
+    digest = hashlib.sha256(data).hexdigest()
+    for pattern in (f"*{digest[:HASH_CHARS]}{suffix}", f"*{digest}{suffix}"):
+        for existing in sorted(refs.glob(pattern)):
+            if existing.is_file() and existing.stat().st_size == len(data) and existing.read_bytes() == data:
+                return existing.name
+    return None
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
@@ -59,20 +83,21 @@ def _write_atomic(target: Path, data: bytes) -> None:
     os.replace(tmp, target)
 
 
-def _store_bytes(folder: Path, data: bytes, suffix: str) -> str:
-    """Write ``data`` under its content-hash name (once) and return the path relative to ``folder``."""
+def _store_bytes(folder: Path, data: bytes, suffix: str, stem: str = "") -> str:
+    """Write ``data`` once (as ``<stem>_<hash>``) and return the path relative to ``folder``.
+
+    Content already stored under any name is reused, so an image keeps its first name."""
     refs = folder / REFERENCES_DIR
     refs.mkdir(parents=True, exist_ok=True)
-    name = reference_file_name(data, suffix)
+    suffix = _suffix(suffix)
+    existing = _same_content(refs, data, suffix)
+    if existing is not None:
+        return f"{REFERENCES_DIR}/{existing}"
+    name = reference_file_name(data, suffix, stem)
     target = refs / name
-    if target.is_file():
-        if target.read_bytes() == data:
-            return f"{REFERENCES_DIR}/{name}"
-        # a 64-bit prefix collision: fall back to the full hash
-        name = hashlib.sha256(data).hexdigest() + Path(name).suffix
+    if target.is_file():  # a 64-bit prefix collision: fall back to the full hash
+        name = f"{safe_stem(stem) + '_' if safe_stem(stem) else ''}{hashlib.sha256(data).hexdigest()}{suffix}"
         target = refs / name
-        if target.is_file():
-            return f"{REFERENCES_DIR}/{name}"
     _write_atomic(target, data)
     return f"{REFERENCES_DIR}/{name}"
 
@@ -101,7 +126,7 @@ def add_reference_shots(
     without duplicates. The profile object is updated in memory; saving it is the caller's job.
     """
     folder = _profile_folder(profile)
-    accepted: list[tuple[bytes, str]] = []
+    accepted: list[tuple[bytes, str, str]] = []
     problems: list[str] = []
     total = max(len(paths), 1)
     for i, raw in enumerate(paths):
@@ -122,14 +147,14 @@ def add_reference_shots(
         except OSError as exc:
             problems.append(f"{path}: cannot read ({exc.strerror or exc})")
             continue
-        accepted.append((data, path.suffix))
+        accepted.append((data, path.suffix, path.stem))
     if problems and errors is None:
         raise ReferenceShotError("no reference shots added:\n" + "\n".join(problems))
     if errors is not None:
         errors.extend(problems)
     rels: list[str] = []
-    for data, suffix in accepted:
-        rel = _store_bytes(folder, data, suffix)
+    for data, suffix, stem in accepted:
+        rel = _store_bytes(folder, data, suffix, stem)
         if rel not in rels:
             rels.append(rel)
     _append(profile, rels)
@@ -155,13 +180,15 @@ def add_reference_folder(
     return add_reference_shots(profile, images, progress, errors)
 
 
-def add_reference_image(profile: ProductProfile, image: np.ndarray) -> str:
-    """Store a decoded RGB image (e.g. the station's current frame) as a PNG reference shot."""
+def add_reference_image(profile: ProductProfile, image: np.ndarray, stem: str | None = None) -> str:
+    """Store a decoded RGB image (e.g. the station's current frame) as a PNG reference shot.
+
+    ``stem`` names it (default ``station_<date>-<time>``)."""
     folder = _profile_folder(profile)
     refs = folder / REFERENCES_DIR
     tmp = write_png(refs / ".incoming.png", image)
     try:
-        rel = _store_bytes(folder, tmp.read_bytes(), ".png")
+        rel = _store_bytes(folder, tmp.read_bytes(), ".png", stem or time.strftime("station_%Y%m%d-%H%M%S"))
     finally:
         tmp.unlink(missing_ok=True)
     _append(profile, [rel])

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .files import atomic_write
+
 log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"] | str
@@ -72,12 +74,16 @@ class Settings(BaseModel):
     model_dir: Path = Field(default_factory=lambda: inspector_home() / "models")
     cache_dir: Path = Field(default_factory=lambda: inspector_home() / "cache")
     records_path: Path = Field(default_factory=lambda: inspector_home() / "records" / "records.sqlite")
+    # write-ahead journal of decisions (None = beside records_path); put it on a second disk
+    records_journal: Path | None = None
+    records_url: str | None = None  # postgresql://... : the plant records server (journal + store-and-forward)
     archive_dir: Path = Field(default_factory=lambda: inspector_home() / "records" / "archive")
     archive_images: bool = True
     profiles_dir: Path | None = None
     station_id: str = Field(default_factory=lambda: os.uname().nodename if hasattr(os, "uname") else "station")
     device: str = "auto"
     precision: Precision = "auto"
+    outputs: dict[str, Any] = Field(default_factory=dict)  # results to the line; validated by inspector.outputs.config
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Settings":
@@ -104,12 +110,11 @@ class Settings(BaseModel):
             raise SettingsError(f"{path}: {field}: {err['msg']}") from exc
 
     def save(self, path: Path | None = None) -> Path:
+        """Write the settings file atomically, mode 0600 (a folder it creates: 0700), whatever the umask."""
         path = path or config_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(path.parent)
         data = self.model_dump(mode="json")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, yaml.safe_dump(data, sort_keys=True), mode=0o600)
         return path
 
     def default_profiles_dir(self) -> Path:
@@ -120,6 +125,21 @@ class Settings(BaseModel):
         if local.is_dir():
             return local
         return packaged_profiles_dir()
+
+
+def _private_dirs(folder: Path) -> None:
+    """Create ``folder`` and missing parents with mode 0700 (chmod after, so the umask cannot widen it)."""
+    missing = []
+    p = folder
+    while not p.exists() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for m in missing:
+        try:
+            os.chmod(m, 0o700)
+        except OSError:
+            pass
 
 
 class SettingsError(ValueError):

@@ -4,10 +4,11 @@
 source                 behaviour
 =====================  ==========================================================================
 :class:`FolderSource`  a fixed, sorted list of image files with next / previous / seek
-:class:`HotFolderSource`  files that appear while running; a file is read only once its size and
-                       mtime are stable and it decodes (a copy in progress is never read half-way)
-:class:`CameraSource`  OpenCV ``VideoCapture`` (device index or URL); reconnects with backoff after
-                       a drop and reports the drop as an error frame
+:class:`HotFolderSource`  files that appear while running (file-system events, polling fallback); a
+                       file is queued once its size and mtime are stable and its bytes are complete
+                       (a copy in progress is never read half-way), each file once even if renamed
+:class:`CameraSource`  OpenCV ``VideoCapture`` (device index or URL) with open and read timeouts;
+                       says why it cannot open, reconnects with backoff after a drop or a stall
 :class:`VideoFileSource`  a video file paced at its frame rate (exercises the camera path in tests)
 :class:`GenICamSource` GigE/USB3 Vision cameras through ``harvesters`` (``pip install inspector[genicam]``)
 =====================  ==========================================================================
@@ -18,17 +19,23 @@ Nothing here raises on a bad image: a frame that cannot be read is a :class:`Fra
 Live sources block while waiting for the next frame; :meth:`Source.close` (from any thread)
 ends the iteration promptly. :class:`FrameGrabber` runs a source in a thread and hands frames
 to a consumer either *latest wins* (cameras: no backlog, overwritten frames are counted as
-dropped) or *keep all* (hot folders: every file is inspected).
+dropped) or *keep all* (hot folders: every file is inspected, through a bounded queue of paths
+that are decoded when the consumer takes them). Only regular files are ever opened: a FIFO or
+a device with an image name is an error frame, never a hang.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import stat
 import threading
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inspector.imaging import ImageReadError, is_image_file, list_images, read_image, to_rgb_uint8
+from inspector.files import describe_os_error, file_kind
+from inspector.imaging import ImageReadError, is_image_file, list_images, probe_image, read_image, to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +65,21 @@ class Frame:
     path: Path | None = None
     index: int = 0
     error: str | None = None
+    deferred: bool = False
+    """True for a frame that names a ready file whose pixels are read by :meth:`resolve`
+    (hot folders queue paths, not decoded images)."""
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.image is not None
+
+    def resolve(self) -> Frame:
+        """This frame with its image read (deferred frames), or itself; never raises."""
+        if not self.deferred or self.path is None:
+            return self
+        frame = read_frame(self.path, self.source_id, self.index)
+        frame.timestamp = self.timestamp
+        return frame
 
     @property
     def name(self) -> str:
@@ -201,13 +220,78 @@ class FolderSource(Source):
             yield frame
 
 
+class _FolderEvents:
+    """File-system events for one folder through watchdog (inotify, FSEvents, ReadDirectoryChangesW).
+
+    Collects the names of files created, modified, moved or deleted; :meth:`drain` hands them
+    over. ``overflowed`` is set when the observer died (then the caller rescans)."""
+
+    def __init__(self, folder: Path) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        sink = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.is_directory:
+                    return
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    if raw:
+                        name = os.path.basename(os.fsdecode(raw))
+                        with sink._lock:
+                            sink._names.add(name)
+
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.schedule(Handler(), str(folder), recursive=False)
+        self._observer.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._observer.is_alive()
+
+    def drain(self) -> set[str]:
+        with self._lock:
+            names, self._names = self._names, set()
+        return names
+
+    def stop(self) -> None:
+        self._observer.stop()
+        if self._observer is not threading.current_thread():
+            self._observer.join(2.0)
+
+
+_FileId = tuple[int, int, int, int]
+"""(st_dev, st_ino, st_size, st_mtime_ns): the same file under any name (a rename keeps it)."""
+
+
+def _file_id(st: os.stat_result) -> _FileId:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class HotFolderSource(Source):
     """New image files in a folder, each yielded once, only after the copy into it has finished.
 
-    A file is *ready* when its size and mtime have not changed for ``settle_s`` and it decodes.
-    A file that still fails to decode ``give_up_s`` after it stopped changing is reported as an
-    error frame (so a truly corrupt file is not waited for forever). Files present when the
-    source starts are skipped unless ``include_existing``.
+    * **Ready** means: a regular file whose size and mtime have not changed for ``settle_s`` and
+      whose bytes pass :func:`~inspector.imaging.probe_image` (complete PNG/JPEG/BMP structure,
+      TIFFs decode). The frame is *deferred*: it carries the path, and the pixels are decoded by
+      :meth:`Frame.resolve` when the consumer takes it (:class:`FrameGrabber` does), so a burst
+      of files never sits decoded in memory.
+    * A file that still fails the probe ``give_up_s`` after it stopped changing is reported as
+      an error frame; if it changes later (the writer resumes) it is read again once complete.
+    * A FIFO, device or socket with an image name is reported once as an error frame, never opened.
+    * A file is identified by device, inode, size and mtime, so a rename (``a.png`` → ``b.png``)
+      is not inspected a second time.
+    * Changes are seen through file-system events (watchdog) when available, with a full listing
+      every ``rescan_s`` as a safety net; otherwise by polling, where an idle poll costs one
+      ``stat`` of the folder (its mtime changes whenever a name is added, removed or renamed).
+    * At most ``max_batch`` frames per poll; the rest wait on disk (the queue stays bounded).
+
+    Files present when the source starts are skipped unless ``include_existing``; with it,
+    the names in ``skip_names`` (e.g. files the station already has a record of) are still skipped.
     """
 
     def __init__(
@@ -218,6 +302,10 @@ class HotFolderSource(Source):
         give_up_s: float = 10.0,
         include_existing: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        use_events: bool | None = None,
+        rescan_s: float = 30.0,
+        max_batch: int = 16,
+        skip_names: Iterable[str] = (),
     ) -> None:
         root = Path(folder).expanduser()
         if not root.is_dir():
@@ -227,64 +315,306 @@ class HotFolderSource(Source):
         self.poll_s = poll_s
         self.settle_s = settle_s
         self.give_up_s = give_up_s
+        self.rescan_s = rescan_s
+        self.max_batch = max(1, max_batch)
         self._clock = clock
-        self._done: set[Path] = set() if include_existing else set(self._scan())
-        # path -> (size, mtime_ns, time the pair was first seen)
-        self._pending: dict[Path, tuple[int, int, float]] = {}
+        self._use_events = use_events
+        self._events: _FolderEvents | None = None
+        # name -> file id of what was yielded (or skipped at start) under that name
+        self._done: dict[str, _FileId] = {}
+        self._done_ids: set[_FileId] = set()
+        # name -> (size, mtime_ns, time the pair was first seen)
+        self._pending: dict[str, tuple[int, int, float]] = {}
+        # name -> (size, mtime_ns) reported as unreadable after give_up_s; read again if it changes
+        self._gave_up: dict[str, tuple[int, int]] = {}
+        self._dir_mtime: int | None = None
+        self._last_full = -float("inf")
         self._index = 0
+        self.scans = 0
+        """Full listings made so far (an idle source makes none)."""
+        names = self._list(note_existing=not include_existing)
+        if include_existing:
+            self._pending.update({n: (-1, -1, 0.0) for n in names})
+        for n in skip_names:  # files already there that the station has a record of (helper-14)
+            if self._pending.pop(n, None) is not None:
+                self._mark_done(n)
 
-    def _scan(self) -> list[Path]:
+    # ---------------------------------------------------------------- bookkeeping
+    def _mark_done(self, name: str, st: os.stat_result | None = None) -> None:
+        if st is None:
+            try:
+                st = os.lstat(self.folder / name)
+                st = os.stat(self.folder / name)
+            except OSError:
+                if st is None:
+                    return
+        fid = _file_id(st)
+        self._done[name] = fid
+        self._done_ids.add(fid)
+
+    def _list(self, note_existing: bool = False) -> list[str]:
+        """Image names in the folder (one ``scandir``; the folder's mtime is noted first).
+
+        ``note_existing`` marks every listed file as done (the files present at start)."""
         try:
-            return sorted(p for p in self.folder.iterdir() if is_image_file(p) and not p.name.startswith("."))
+            self._dir_mtime = os.stat(self.folder).st_mtime_ns
+            names = []
+            with os.scandir(self.folder) as it:
+                for e in it:
+                    if e.name.startswith(".") or not is_image_file(e.name):
+                        continue
+                    names.append(e.name)
+                    if note_existing:
+                        try:
+                            self._mark_done(e.name, e.stat())
+                        except OSError:
+                            self._mark_done(e.name)
         except OSError as exc:
             log.warning("%s: cannot list (%s)", self.folder, exc)
+            self._dir_mtime = None
             return []
+        self.scans += 1
+        self._last_full = self._clock()
+        return names
+
+    @property
+    def watching(self) -> bool:
+        """True while file-system events (not polling) tell the source what changed."""
+        return self._events is not None and self._events.alive
+
+    def _start_events(self) -> None:
+        if self._events is not None or self._use_events is False:
+            return
+        try:
+            self._events = _FolderEvents(self.folder)
+        except Exception as exc:  # noqa: BLE001 - e.g. inotify watch limit reached: poll instead
+            if self._use_events:
+                raise SourceError(f"{self.folder}: cannot watch for file events ({exc})") from exc
+            log.info("%s: file events unavailable (%s); polling every %.1f s", self.folder, exc, self.poll_s)
+            self._use_events = False
+
+    def _stop_events(self) -> None:
+        if self._events is not None:
+            self._events.stop()
+            self._events = None
+
+    def close(self) -> None:
+        super().close()
+        self._stop_events()
+
+    # ---------------------------------------------------------------- polling
+    def _candidates(self, now: float) -> set[str]:
+        """Names worth a ``stat`` this round: new or changed names, pending and given-up files."""
+        names = set(self._pending) | set(self._gave_up)
+        events = self._events  # close() may clear it from another thread
+        if events is not None and events.alive:
+            names |= events.drain()
+            if now - self._last_full >= self.rescan_s:
+                names |= {n for n in self._list() if n not in self._done}
+            return names
+        try:
+            dir_mtime = os.stat(self.folder).st_mtime_ns
+        except OSError as exc:
+            log.warning("%s: cannot read the folder (%s)", self.folder, exc)
+            return names
+        # unchanged folder mtime: no name was added, removed or renamed (rescanned now and then
+        # anyway, for file systems with coarse timestamps)
+        if dir_mtime != self._dir_mtime or now - self._last_full >= self.rescan_s:
+            listed = self._list()
+            present = set(listed)
+            for gone in [n for n in self._done if n not in present]:
+                del self._done[gone]
+            names |= {n for n in listed if n not in self._done}
+        return names
 
     def poll(self) -> list[Frame]:
-        """One scan: the frames of the files that became ready since the last call."""
+        """One round: the frames of the files that became ready since the last call (deferred)."""
         now = self._clock()
         ready: list[Frame] = []
-        present = set()
-        for path in self._scan():
-            if path in self._done:
-                continue
-            present.add(path)
+        for name in sorted(self._candidates(now)):
+            path = self.folder / name
             try:
-                st = path.stat()
-            except OSError:
-                continue  # vanished between listing and stat
+                st = os.stat(path)
+            except OSError as exc:
+                self._pending.pop(name, None)
+                self._gave_up.pop(name, None)
+                try:  # a broken symlink or a symlink loop: report it once
+                    lst = os.lstat(path)
+                except OSError:  # vanished: forget the name (its id stays known, so renamed back it is still done)
+                    self._done.pop(name, None)
+                    continue
+                if self._done.get(name) != _file_id(lst):
+                    self._mark_done(name, lst)
+                    ready.append(self._error(path, f"{path}: cannot read ({describe_os_error(exc)})"))
+                continue
+            fid = _file_id(st)
+            if self._done.get(name) == fid:
+                self._pending.pop(name, None)
+                continue
+            if fid in self._done_ids:  # renamed: the same file under a new name
+                self._done[name] = fid
+                self._pending.pop(name, None)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self._mark_done(name, st)
+                ready.append(self._error(path, f"{path}: is {file_kind(st.st_mode)}, not a regular file; "
+                                               "only image files are inspected"))
+                continue
             sig = (st.st_size, st.st_mtime_ns)
-            prev = self._pending.get(path)
+            if name in self._gave_up:
+                if self._gave_up[name] == sig:
+                    continue  # still the same unreadable file
+                del self._gave_up[name]  # the writer resumed: wait for it again
+            prev = self._pending.get(name)
             if prev is None or prev[:2] != sig:
-                self._pending[path] = (*sig, now)
+                self._pending[name] = (*sig, now)
                 continue
+            if len(ready) >= self.max_batch:
+                continue  # bounded: the rest is taken next round
             stable_for = now - prev[2]
-            if stable_for < self.settle_s or st.st_size == 0 and stable_for < self.give_up_s:
+            if stable_for < self.settle_s:
                 continue
-            frame = read_frame(path, self.source_id, self._index)
-            if frame.error is not None and stable_for < self.give_up_s:
-                continue  # maybe still being written by a writer that pre-allocates; wait
-            self._done.add(path)
-            del self._pending[path]
-            self._index += 1
-            ready.append(frame)
-        for gone in set(self._pending) - present:
-            del self._pending[gone]
+            try:
+                probe_image(path)
+            except ImageReadError as exc:
+                if stable_for < self.give_up_s:
+                    continue  # maybe still being written by a writer that pre-allocates; wait
+                del self._pending[name]
+                self._gave_up[name] = sig
+                ready.append(self._error(path, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the line
+                log.exception("unexpected error probing %s", path)
+                del self._pending[name]
+                self._gave_up[name] = sig
+                ready.append(self._error(path, f"{path}: cannot read ({exc})"))
+                continue
+            del self._pending[name]
+            self._mark_done(name, st)
+            ready.append(Frame(None, self.source_id, time.time(), path, self._next_index(), deferred=True))
         return ready
 
+    def _next_index(self) -> int:
+        self._index += 1
+        return self._index - 1
+
+    def _error(self, path: Path, message: str) -> Frame:
+        return Frame(None, self.source_id, time.time(), path, self._next_index(), message)
+
     def __iter__(self) -> Iterator[Frame]:
-        while not self.closed:
-            yield from self.poll()
-            self._stop.wait(self.poll_s)
+        self._start_events()
+        self._last_full = -float("inf")  # list once now: files created before the watch began
+        try:
+            while not self.closed:
+                yield from self.poll()
+                self._stop.wait(self.poll_s)
+        finally:
+            self._stop_events()
 
 
 # --------------------------------------------------------------------------- cameras
-class CameraSource(Source):
-    """An OpenCV camera (device index) or stream URL; survives drops by reconnecting.
+CAMERA_OPEN_TIMEOUT_S = 10.0
+"""How long opening a camera or stream may take before it is reported and retried."""
+CAMERA_READ_TIMEOUT_S = 5.0
+"""How long a frame may take before the stream counts as stalled (reported, then reconnected)."""
 
-    When a read fails the source yields one error frame describing the drop, releases the
-    device, waits ``backoff`` seconds (doubling up to ``max_backoff``; interrupted by
-    :meth:`close`) and reopens. ``reconnects`` counts the drops.
+
+def _open_capture(target: int | str, open_timeout_s: float, read_timeout_s: float) -> Any:
+    """``cv2.VideoCapture`` with the backend's own open and read timeouts set (FFmpeg, GStreamer …)."""
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+    ]
+    return cv2.VideoCapture(target, cv2.CAP_ANY, params)
+
+
+def camera_open_failure(target: int | str, timed_out: bool, timeout_s: float) -> str:
+    """Why a camera or stream could not be opened, as far as can be told, and what to check."""
+    if timed_out:
+        return f"no answer within {timeout_s:.0f} s; check that the camera is on and reachable"
+    if isinstance(target, int):
+        dev = Path(f"/dev/video{target}")
+        if os.name == "posix" and Path("/dev").is_dir():
+            if not dev.exists():
+                return f"no device {dev}; check that the camera is plugged in (or pick another index)"
+            if not os.access(dev, os.R_OK | os.W_OK):
+                return f"no permission to open {dev}; add the station's user to the 'video' group"
+            return f"{dev} exists but could not be opened; it may be in use by another program"
+        return f"camera index {target} could not be opened; check that it is plugged in and not in use"
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme and parts.netloc:
+        return (f"could not connect to {parts.scheme}://{parts.hostname or parts.netloc}"
+                f"{':' + str(parts.port) if parts.port else ''}; check the address, the network and the credentials")
+    if not Path(target).exists():
+        return f"{target} is neither a device index, a stream URL nor an existing file"
+    return "the video backend could not open it (unsupported format or codec?)"
+
+
+class _CaptureThread:
+    """One camera connection driven by its own thread, so that a stalled open or read never blocks
+    the source: the caller waits with a timeout and can give up; the thread releases the device
+    when the blocked call returns (the backend's own timeouts bound that)."""
+
+    def __init__(self, open_fn: Callable[[], Any]) -> None:
+        self._requests: queue.Queue[bool] = queue.Queue()
+        self._results: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._open_fn = open_fn
+        self._thread = threading.Thread(target=self._run, name="camera reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cap = None
+        try:
+            try:
+                cap = self._open_fn()
+                opened = cap is not None and bool(cap.isOpened())
+            except Exception as exc:  # noqa: BLE001 - reported as a failed open
+                self._results.put(("open", exc))
+                return
+            self._results.put(("open", opened))
+            if not opened:
+                return
+            while self._requests.get():
+                try:
+                    self._results.put(("frame", cap.read()))
+                except Exception as exc:  # noqa: BLE001 - reported as a drop
+                    self._results.put(("frame", exc))
+        finally:
+            if cap is not None:
+                try:
+                    cap.release()
+                except Exception:  # noqa: BLE001
+                    log.debug("camera release failed", exc_info=True)
+
+    def wait(self, timeout_s: float, stop: threading.Event) -> tuple[str, Any] | None:
+        """The next result, or None after ``timeout_s`` or when ``stop`` is set (checked every 50 ms)."""
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                return self._results.get(timeout=min(0.05, left))
+            except queue.Empty:
+                continue
+        return None
+
+    def request_frame(self) -> None:
+        self._requests.put(True)
+
+    def close(self) -> None:
+        self._requests.put(False)
+
+
+class CameraSource(Source):
+    """An OpenCV camera (device index) or stream URL; survives drops and stalls by reconnecting.
+
+    Opening may take ``open_timeout_s`` and each frame ``read_timeout_s`` (both also passed to the
+    backend as ``CAP_PROP_OPEN_TIMEOUT_MSEC`` / ``CAP_PROP_READ_TIMEOUT_MSEC``). A failed open is
+    reported with the reason (no such device, permission, unreachable host, timeout); a failed or
+    stalled read is reported as a drop. Then the device is released, the source waits ``backoff``
+    seconds (doubling up to ``max_backoff``) and reopens. :meth:`close` ends the iteration within
+    about 50 ms even while a read is blocked. ``reconnects`` counts the drops.
     """
 
     live = True
@@ -296,6 +626,8 @@ class CameraSource(Source):
         max_backoff: float = 8.0,
         fps_limit: float | None = None,
         opener: Callable[[int | str], Any] | None = None,
+        open_timeout_s: float = CAMERA_OPEN_TIMEOUT_S,
+        read_timeout_s: float = CAMERA_READ_TIMEOUT_S,
     ) -> None:
         if isinstance(target, str) and target.strip().isdigit():
             target = int(target.strip())
@@ -304,17 +636,17 @@ class CameraSource(Source):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.fps_limit = fps_limit
-        self._opener = opener or cv2.VideoCapture
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._opener = opener
         self.reconnects = 0
         self._index = 0
 
-    def _open(self) -> Any | None:
-        cap = self._opener(self.target)
-        if cap is None or not cap.isOpened():
-            if cap is not None:
-                cap.release()
-            return None
-        return cap
+    def _connect(self) -> _CaptureThread:
+        if self._opener is not None:
+            opener = self._opener
+            return _CaptureThread(lambda: opener(self.target))
+        return _CaptureThread(lambda: _open_capture(self.target, self.open_timeout_s, self.read_timeout_s))
 
     def _frame_from(self, bgr: np.ndarray) -> Frame:
         frame = Frame(to_rgb_uint8(bgr), self.source_id, time.time(), None, self._index)
@@ -326,23 +658,38 @@ class CameraSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         delay = self.backoff
-        cap = None
+        cap: _CaptureThread | None = None
         last = 0.0
         try:
             while not self.closed:
                 if cap is None:
-                    cap = self._open()
-                    if cap is None:
-                        yield self._error(f"{self.source_id}: cannot open; retrying in {delay:.1f} s")
+                    cap = self._connect()
+                    got = cap.wait(self.open_timeout_s, self._stop)
+                    if self.closed:
+                        break
+                    if got is None or got[1] is not True:
+                        if isinstance(got, tuple) and isinstance(got[1], Exception):
+                            why = f"{type(got[1]).__name__}: {got[1]}"
+                        else:
+                            why = camera_open_failure(self.target, got is None, self.open_timeout_s)
+                        cap.close()
+                        cap = None
+                        yield self._error(f"{self.source_id}: cannot open ({why}); retrying in {delay:.1f} s")
                         self._stop.wait(delay)
                         delay = min(delay * 2, self.max_backoff)
                         continue
-                ok, bgr = cap.read()
-                if not ok or bgr is None:
-                    cap.release()
+                cap.request_frame()
+                got = cap.wait(self.read_timeout_s, self._stop)
+                if self.closed:
+                    break
+                result = got[1] if got is not None else None
+                if not isinstance(result, tuple) or not result[0] or result[1] is None:
+                    cap.close()
                     cap = None
                     self.reconnects += 1
-                    yield self._error(f"{self.source_id}: connection lost; reconnecting in {delay:.1f} s")
+                    why = (f"no frame for {self.read_timeout_s:.0f} s (stream stalled)" if got is None
+                           else f"read failed ({result})" if isinstance(result, Exception) else "connection lost")
+                    yield self._error(f"{self.source_id}: {why}; reconnecting in {delay:.1f} s")
                     self._stop.wait(delay)
                     delay = min(delay * 2, self.max_backoff)
                     continue
@@ -352,10 +699,10 @@ class CameraSource(Source):
                     if wait > 0 and self._stop.wait(wait):
                         break
                     last = time.monotonic()
-                yield self._frame_from(bgr)
+                yield self._frame_from(result[1])
         finally:
             if cap is not None:
-                cap.release()
+                cap.close()
 
 
 class VideoFileSource(Source):
@@ -540,23 +887,31 @@ def open_source(kind: str, target: str) -> Source:
 
 
 # --------------------------------------------------------------------------- grabbing
+GRABBER_MAX_PENDING = 64
+"""Most frames a keep-all grabber holds (hot folders: paths, decoded on take)."""
+
+
 class FrameGrabber:
     """Runs a source in a daemon thread and buffers its frames for one consumer.
 
     ``keep_all=False`` (cameras): one slot, the newest frame overwrites an untaken one and
     ``dropped`` counts the overwritten frames — the consumer never falls behind.
-    ``keep_all=True`` (hot folders): a FIFO; nothing is dropped.
+    ``keep_all=True`` (hot folders): a FIFO of at most ``max_pending`` frames; when it is full
+    the source waits (files wait on disk), so nothing is dropped and memory stays bounded.
+    Deferred frames (paths) are decoded by :meth:`take`, i.e. in the consumer's thread.
     ``on_frame`` is called (from the grabber thread) when the buffer goes from empty to
     non-empty, so a consumer can sleep until there is work.
     """
 
     def __init__(self, source: Source, on_frame: Callable[[], None] | None = None,
-                 keep_all: bool | None = None) -> None:
+                 keep_all: bool | None = None, max_pending: int = GRABBER_MAX_PENDING) -> None:
         self.source = source
         self.keep_all = (not source.live) if keep_all is None else keep_all
+        self.max_pending = max(1, max_pending)
         self._on_frame = on_frame
         self._buf: deque[Frame] = deque()
         self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self.dropped = 0
         self.received = 0
@@ -569,9 +924,14 @@ class FrameGrabber:
         return self
 
     def _run(self) -> None:
+        frames = iter(self.source)
         try:
-            for frame in self.source:
+            for frame in frames:
                 with self._lock:
+                    while self.keep_all and len(self._buf) >= self.max_pending and not self.source.closed:
+                        self._space.wait(0.1)  # bounded: wait for the consumer (stop() wakes us)
+                    if self.source.closed:
+                        break
                     was_empty = not self._buf
                     if not self.keep_all and self._buf:
                         self.dropped += len(self._buf)
@@ -584,13 +944,24 @@ class FrameGrabber:
             log.exception("source %s failed", self.source.source_id)
             self.failure = f"{self.source.source_id}: {exc}"
         finally:
+            close = getattr(frames, "close", None)
+            if close is not None:  # run the source's own clean-up (watchers, devices) now
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    log.debug("closing source %s failed", self.source.source_id, exc_info=True)
             self.finished.set()
             if self._on_frame is not None:
                 self._on_frame()
 
     def take(self) -> Frame | None:
+        """The next frame (a deferred hot-folder frame is decoded here), or None."""
         with self._lock:
-            return self._buf.popleft() if self._buf else None
+            if not self._buf:
+                return None
+            frame = self._buf.popleft()
+            self._space.notify()
+        return frame.resolve()
 
     @property
     def pending(self) -> int:
@@ -599,6 +970,8 @@ class FrameGrabber:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.source.close()
+        with self._lock:
+            self._space.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():

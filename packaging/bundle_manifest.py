@@ -9,7 +9,17 @@ site's bare Python) and on the build machine (``build_bundle``, ``verify_bundle`
      "platform": "linux_x86_64", "with_weights": true,
      "files": {"wheelhouse/torch-....whl": {"sha256": "...", "size": 123}, ...}}
 
-Every regular file below the bundle root is listed except ``MANIFEST.json`` itself.
+Every regular file below the bundle root is listed except ``MANIFEST.json`` itself; nothing is
+ignored, so a file that appears after the build (a ``__pycache__`` folder, an editor backup) makes
+the check fail. Neither this module nor ``verify_bundle`` writes into the bundle.
+
+Command line (used by ``verify_bundle`` and ``install.sh``)::
+
+    bundle_manifest.py BUNDLE [--quick]                 verify (exit 0 OK, 1 problems, 2 usage)
+    bundle_manifest.py space BUNDLE PREFIX HOME [--upgrade]
+                                                        enough free disk for the install? (exit 0/1)
+    bundle_manifest.py glibc BUNDLE                     this machine's glibc new enough? (exit 0/1)
+    bundle_manifest.py meta BUNDLE FIELD                print one manifest field (lists: one a line)
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,14 +131,108 @@ def verify_bundle(root: Path, full: bool = True) -> VerifyReport:
     return report
 
 
+# ------------------------------------------------------------------ install-time checks
+# An installed environment takes about 2.1x its wheels (unpacked, plus bytecode); with margin:
+ENV_FACTOR = 2.3
+ENV_MARGIN_BYTES = 300 * 2**20
+
+
+def read_manifest(root: Path) -> dict:
+    return json.loads((Path(root) / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+def _existing(path: Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def space_needed(manifest: dict, upgrade: bool) -> tuple[int, int]:
+    """(bytes for the environment, bytes for the weights) an install of this bundle needs.
+
+    An upgrade in place replaces one package at a time, so it needs room for the largest one."""
+    wheels = [int(i["size"]) for rel, i in manifest["files"].items() if rel.startswith("wheelhouse/")]
+    weights = sum(int(i["size"]) for rel, i in manifest["files"].items() if rel.startswith("models/"))
+    env = int((max(wheels, default=0) if upgrade else sum(wheels)) * ENV_FACTOR) + ENV_MARGIN_BYTES
+    return env, weights
+
+
+def check_space(root: Path, prefix: Path, home: Path, upgrade: bool = False) -> list[str]:
+    """Problems (empty = enough room) for installing the environment below ``prefix`` and the
+    weights into ``home``'s model store; both on one filesystem add up."""
+    env, weights = space_needed(read_manifest(root), upgrade)
+    need: dict[int, tuple[Path, int]] = {}
+    for path, nbytes in ((prefix, env), (home, weights)):
+        base = _existing(path)
+        dev = os.stat(base).st_dev
+        where, total = need.get(dev, (base, 0))
+        need[dev] = (where, total + nbytes)
+    problems = []
+    for where, nbytes in need.values():
+        free = shutil.disk_usage(where).free
+        if free < nbytes:
+            problems.append(f"{where}: {free / 2**30:.1f} GB free, the install needs about {nbytes / 2**30:.1f} GB "
+                            "(environment + model weights); free space or choose another --prefix/--home")
+    return problems
+
+
+def glibc_version() -> tuple[int, ...] | None:
+    lib, ver = platform.libc_ver()
+    if lib != "glibc" or not ver:
+        return None
+    return tuple(int(x) for x in ver.split(".")[:2])
+
+
+def check_glibc(manifest: dict) -> list[str]:
+    want = manifest.get("glibc_min")
+    if not want:
+        return []
+    need = tuple(int(x) for x in str(want).split("."))
+    have = glibc_version()
+    wheels = ", ".join(manifest.get("glibc_min_wheels", [])[:3]) or "some wheels"
+    if have is None:
+        return [f"this system's C library is not glibc; the bundle's wheels ({wheels}) need glibc >= {want}"]
+    if have < need:
+        return [f"this system has glibc {'.'.join(map(str, have))}, but the bundle's wheels need glibc >= {want} "
+                f"({wheels}); use a newer OS release (e.g. Debian 12, Ubuntu 22.04) or a bundle built for this one"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    usage = ("usage: bundle_manifest.py BUNDLE_DIR [--quick] | space BUNDLE PREFIX HOME [--upgrade] "
+             "| glibc BUNDLE | meta BUNDLE FIELD")
     if not args:
-        print("usage: bundle_manifest.py BUNDLE_DIR [--quick]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    report = verify_bundle(Path(args[0]), full="--quick" not in args)
-    print(report.summary())
-    return 0 if report.ok else 1
+    cmd = args[0]
+    try:
+        if cmd == "space" and len(args) in (4, 5):
+            problems = check_space(Path(args[1]), Path(args[2]), Path(args[3]), upgrade="--upgrade" in args[4:])
+        elif cmd == "glibc" and len(args) == 2:
+            problems = check_glibc(read_manifest(Path(args[1])))
+        elif cmd == "meta" and len(args) == 3:
+            value = read_manifest(Path(args[1])).get(args[2])
+            if isinstance(value, list):
+                if value:  # an empty list prints nothing (not one empty line)
+                    print("\n".join(map(str, value)))
+            elif value is not None:
+                print(value)
+            return 0
+        elif cmd in ("space", "glibc", "meta"):
+            print(usage, file=sys.stderr)
+            return 2
+        else:
+            report = verify_bundle(Path(cmd), full="--quick" not in args)
+            print(report.summary())
+            return 0 if report.ok else 1
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"{MANIFEST_NAME} unreadable ({exc}); copy the bundle again", file=sys.stderr)
+        return 1
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def test_fusion_table_arithmetic():
     assert m.max() == 1.0 and s == 1.0
     # one guidance alone; both off is an error
     m, s = fuse_guidance(L, None, 0.3, few_shot=True, params=params)
-    np.testing.assert_allclose(m, 0.4) and s == pytest.approx(0.3)
+    np.testing.assert_allclose(m, 0.4)
+    assert s == pytest.approx(0.3)
     with pytest.raises(ValueError):
         fuse_guidance(None, None, None, False, params)
 

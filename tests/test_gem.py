@@ -105,7 +105,7 @@ def naive_dense(model, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     x = x + _naive_pos(visual, grid)
     x = _layer_norm(visual.ln_pre, x)
     blocks = list(visual.transformer.resblocks)
-    start = len(blocks) // 2
+    start = max(0, len(blocks) - 6)  # the official rule: the last 6 blocks whatever the depth
     gem = None
     for i, blk in enumerate(blocks):
         if i == start:
@@ -127,7 +127,7 @@ def test_gem_matches_naive_reference(model, size):
     torch.manual_seed(size)
     x = torch.randn(2, 3, size, size)
     enc = GemEncoder(model.visual)
-    assert enc.gem_start == 2  # 4 blocks -> last half
+    assert enc.gem_start == 0  # 4 blocks: all of them are among the last 6
     with torch.inference_mode():
         out = enc(x)
     g = size // 16
@@ -139,6 +139,20 @@ def test_gem_matches_naive_reference(model, size):
         torch.testing.assert_close(out.clip[b].double(), ref_clip, atol=1e-5, rtol=0)
     # the GEM path really differs from the CLIP path (it is not a copy of the final tokens)
     assert (out.gem - out.clip).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(("layers", "start"), [(8, 2), (12, 6)])
+def test_gem_covers_the_last_six_blocks_at_any_depth(layers, start):
+    deep = tiny_clip(seed=5, layers=layers, width=32)
+    enc = GemEncoder(deep.visual)
+    assert enc.gem_start == start  # not layers // 2: ViT-L (24 blocks) starts at 18
+    torch.manual_seed(layers)
+    x = torch.randn(1, 3, 240, 240)
+    with torch.inference_mode():
+        out = enc(x)
+    ref_gem, ref_clip = naive_dense(deep, x[0])
+    torch.testing.assert_close(out.gem[0].double(), ref_gem, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.clip[0].double(), ref_clip, atol=1e-5, rtol=0)
 
 
 def test_batch_independence(model):

@@ -279,3 +279,119 @@ def test_render_overlay(rgb: np.ndarray) -> None:
     assert tuple(out[10, 27]) in {(255, 0, 0), (255, 64, 64)}  # red contour / box on the mask edge
     assert out[0, 0, 2] > out[0, 0, 0]  # cold (blue) heat far from the hot spot
     assert image[0, 0, 0] == 100  # the input is not modified
+
+
+# ------------------------------------------------------------------------------ issue 16 (inputs)
+def _tiff_claiming(tmp_path: Path, width: int, height: int, name: str = "bomb.tif") -> Path:
+    """A real 64x48 TIFF whose first IFD is patched to claim ``width`` x ``height`` pixels."""
+    enc = _save_cv(tmp_path / "small.tif", np.zeros((48, 64, 3), np.uint8)).read_bytes()
+    order = "<" if enc[:2] == b"II" else ">"
+    data = bytearray(enc)
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+    patched = 0
+    for i in range(count):
+        pos = ifd + 2 + 12 * i
+        tag, typ = struct.unpack(order + "HH", data[pos : pos + 4])
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            fmt = "H" if typ == 3 else "I"
+            struct.pack_into(order + fmt, data, pos + 8, value)
+            patched += 1
+    assert patched == 2
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_tiff_header_claiming_a_gigantic_image_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _tiff_claiming(tmp_path, 28000, 28000)
+    calls: list[int] = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with pytest.raises(ImageReadError, match=r"bomb.tif.*28000x28000.*784 MP"):
+        read_image(path)
+    assert calls == []  # refused from the header: the decoder (GBs of RSS) never ran
+
+
+def _hand_tiff(order: str, width: tuple[int, int], height: tuple[int, int]) -> bytes:
+    """Header + one IFD (width, length entries as (type, value)) in byte order ``<`` or ``>``."""
+    magic = b"II*\x00" if order == "<" else b"MM\x00*"
+    entries = b""
+    for tag, (typ, value) in ((256, width), (257, height)):
+        val = struct.pack(order + "HH", value, 0) if typ == 3 else struct.pack(order + "I", value)
+        entries += struct.pack(order + "HHI", tag, typ, 1) + val
+    return magic + struct.pack(order + "I", 8) + struct.pack(order + "H", 2) + entries + b"\0\0\0\0"
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_tiff_header_size_both_byte_orders_short_and_long(order: str) -> None:
+    from inspector.imaging import _header_size
+
+    assert _header_size(_hand_tiff(order, (3, 300), (4, 70000)), "TIFF") == (300, 70000)
+    assert _header_size(_hand_tiff(order, (4, 28000), (3, 28000)), "TIFF") == (28000, 28000)
+    assert _header_size(_hand_tiff(order, (3, 5), (3, 7))[:20], "TIFF") is None  # IFD cut short
+
+
+def test_real_tiffs_report_their_true_size(tmp_path: Path) -> None:
+    from inspector.imaging import _header_size
+
+    path = _save_cv(tmp_path / "a.tif", np.zeros((48, 64, 3), np.uint8))
+    assert _header_size(path.read_bytes(), "TIFF") == (64, 48)
+    Image.new("L", (70, 30)).save(tmp_path / "b.tif")
+    assert _header_size((tmp_path / "b.tif").read_bytes(), "TIFF") == (70, 30)
+    assert read_image(tmp_path / "b.tif").shape == (30, 70, 3)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs mkfifo")
+def test_fifo_is_a_per_file_error_not_a_hang(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    result: list[BaseException] = []
+    t = threading.Thread(target=lambda: _catch(result, read_image, fifo), daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "read_image blocked on a FIFO"
+    assert isinstance(result[0], ImageReadError) and "x.png" in str(result[0]) and "FIFO" in str(result[0])
+    with pytest.raises(OSError, match="FIFO"):
+        file_sha256(fifo)  # the hasher refuses it too (it would block the same way)
+
+
+def test_device_is_a_per_file_error() -> None:
+    with pytest.raises(ImageReadError, match="/dev/zero.*character device"):
+        read_image("/dev/zero")  # would otherwise read forever
+
+
+def test_symlink_loop_is_a_clear_error(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop.name)
+    with pytest.raises(ImageReadError, match="loop.png.*symbolic link loop"):
+        read_image(loop)
+
+
+def test_symlink_to_an_image_is_read(tmp_path: Path, rgb: np.ndarray) -> None:
+    write_png(tmp_path / "real.png", rgb)
+    (tmp_path / "link.png").symlink_to("real.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "link.png"), rgb)
+
+
+def test_write_png_never_follows_a_planted_temporary_symlink(tmp_path: Path, rgb: np.ndarray) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "out.png"
+    (tmp_path / "out.png.tmp").symlink_to(victim)  # the name the old code wrote through
+    write_png(target, rgb)
+    assert victim.read_text() == "keep me"
+    np.testing.assert_array_equal(read_image(target), rgb)
+
+
+def _catch(out: list[BaseException], fn, *args) -> None:  # type: ignore[no-untyped-def]
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001
+        out.append(exc)

@@ -203,3 +203,67 @@ def test_inspect_with_the_real_variation_pipeline(scene: dict[str, Path]) -> Non
     assert docs["bad"]["image_score"] > max(docs["good_a"]["image_score"], docs["good_b"]["image_score"])
     assert docs["bad"]["verdict"] == "FAIL"
     assert (out / "bad_overlay.png").is_file() and (out / "bad_heatmap.png").is_file()
+
+
+# ------------------------------------------------------------------------------ issue 16 items 8, 9
+def _run_with_deadline(argv: list[str], seconds: float) -> int:
+    """Run the CLI in a thread; fail (instead of hanging the suite) if it does not return in time."""
+    import threading
+
+    result: list[object] = []
+
+    def go() -> None:
+        try:
+            result.append(_run(*argv))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            result.append(exc)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"inspect did not return within {seconds} s"
+    assert isinstance(result[0], int), result[0]
+    return result[0]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs mkfifo")
+def test_fifo_input_is_a_per_file_error_not_a_hang(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    name = register_diff_detector(monkeypatch)
+    fifo = scene["root"] / "x.png"
+    os.mkfifo(fifo)
+    out = scene["root"] / "out"
+    rc = _run_with_deadline(["--profile", str(scene["profile"]), "--pipeline", name, str(fifo),
+                             str(scene["images"] / "bad.png"), "--out", str(out)], 60)
+    assert rc == 1
+    doc = json.loads((out / "x.json").read_text())
+    assert doc["error"] and "FIFO" in doc["error"] and doc["image_sha256"] is None
+    assert json.loads((out / "bad.json").read_text())["verdict"] == "FAIL"  # the rest still ran
+    assert "FIFO" in capsys.readouterr().err
+
+
+def test_symlink_loop_input_is_a_per_file_error(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    name = register_diff_detector(monkeypatch)
+    loop = scene["root"] / "loop.png"
+    loop.symlink_to(loop.name)
+    out = scene["root"] / "out"
+    rc = _run("--profile", str(scene["profile"]), "--pipeline", name, str(loop), str(scene["images"]),
+              "--out", str(out))
+    assert rc == 1
+    doc = json.loads((out / "loop.json").read_text())
+    assert "symbolic link loop" in doc["error"]
+    assert {p.stem for p in out.glob("*.json")} == {"loop", "good_a", "good_b", "bad"}
+    with open(out / "inspect_summary.csv", newline="") as fh:
+        rows = {Path(r["image_path"]).name: r for r in csv.DictReader(fh)}
+    assert rows["loop.png"]["error"] and rows["bad.png"]["verdict"] == "FAIL"
+
+
+def test_symlink_loop_in_a_glob_or_folder_is_skipped_not_fatal(scene: dict[str, Path]) -> None:
+    loop = scene["images"] / "zz.png"
+    loop.symlink_to(loop.name)
+    paths, unmatched = inspect_cmd.collect_inputs([str(scene["images"]), str(scene["images"] / "*.png")])
+    assert sorted(p.name for p in paths) == ["bad.png", "good_a.png", "good_b.png"] and unmatched == []
+    assert inspect_cmd.output_stems([loop], scene["root"] / "out") == ["zz"]

@@ -58,7 +58,9 @@ def test_required_models_reduce_file_selectors_and_add_the_adapter() -> None:
     ins = Inspector(prof, ModelHub(device="cpu", precision="fp32"))
     assert ins.required_models() == [("clip", prof.models.clip), ("sam", prof.models.sam),
                                      ("adapter", "aprilgan_vitl14_336")]
-    assert Inspector(ProductProfile(name="v"), ins.hub).required_models() == []
+    assert Inspector(ProductProfile(name="v", pipeline="variation"), ins.hub).required_models() == []
+    # the default pipeline (patchcore) names its backbone from its own section, not models.backbone
+    assert Inspector(ProductProfile(name="d"), ins.hub).required_models() == [("backbone", "efficientnet_lite0")]
 
 
 def test_check_weights_names_the_missing_model_before_building_anything(tmp_settings) -> None:

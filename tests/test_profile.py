@@ -74,7 +74,7 @@ def test_bad_range_message_is_exact(tmp_path: Path) -> None:
         ({"name": "bottle", "colour": "green"}, "bottle/profile.yaml: colour: unknown key"),
         ({"name": "bottle", "prompts": {"clas_specific": ["x"]}}, "prompts.clas_specific: unknown key"),
         ({"name": "bottle", "fade": {"zero_shot_vision_gain": -1}}, "fade.zero_shot_vision_gain"),
-        ({"name": "bottle", "pipeline": "magic"}, "pipeline: unknown pipeline 'magic'; choose one of fade, saa"),
+        ({"name": "bottle", "pipeline": "magic"}, "pipeline: unknown pipeline 'magic'; choose one of patchcore, fade, saa"),
         ({"name": "bottle", "properties": {"min_iou_with_object": 1.5}}, "must be in [0, 1], got 1.5"),
         ({"name": "bottle", "properties": {"top_k": 0}}, "properties.top_k: must be a positive integer, got 0"),
         ({"name": "bottle", "image_scales": [16]}, "image_scales: scales must be in [32, 2048] px"),
@@ -83,7 +83,7 @@ def test_bad_range_message_is_exact(tmp_path: Path) -> None:
         ({"name": "bottle", "roi": [[0, 0], [1, 1]]}, "roi: a polygon needs at least 3 points"),
         ({"name": "bottle", "reason_codes": ["scratch", "scratch"]}, "reason codes must be unique"),
         ({"name": "bottle", "prompts": {"class_specific": ["ok", "  "]}}, "must not contain empty prompts"),
-        ({"object": "bottle"}, "name: Field required"),
+        ({"object": "bottle"}, "name: required field missing; add it"),
     ],
 )
 def test_each_error_kind_names_the_field(tmp_path: Path, data: dict, expected: str) -> None:

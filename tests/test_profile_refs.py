@@ -38,13 +38,13 @@ def shots(tmp_path: Path) -> list[Path]:
     return [write_png(src / f"shot_{i}.png", _image(i)) for i in range(3)]
 
 
-def test_copies_under_content_hash_names(profile: ProductProfile, shots: list[Path]) -> None:
+def test_copies_under_name_and_hash(profile: ProductProfile, shots: list[Path]) -> None:
     rels = add_reference_shots(profile, shots)
     assert len(rels) == 3
     assert profile.reference_shots == rels
-    for src, rel in zip(shots, rels):
+    for i, (src, rel) in enumerate(zip(shots, rels)):
         digest = hashlib.sha256(src.read_bytes()).hexdigest()
-        assert rel == f"references/{digest[:HASH_CHARS]}.png"
+        assert rel == f"references/shot_{i}_{digest[:HASH_CHARS]}.png"  # where it came from, and unique
         copied = profile.folder / rel
         assert copied.read_bytes() == src.read_bytes()
 
@@ -118,3 +118,16 @@ def test_add_current_image_and_remove_keeps_file(profile: ProductProfile) -> Non
 def test_unsaved_profile_is_refused(shots: list[Path]) -> None:
     with pytest.raises(ReferenceShotError, match="save the profile"):
         add_reference_shots(ProductProfile(name="draft"), shots)
+
+
+def test_odd_names_are_cleaned_and_content_keeps_its_first_name(profile: ProductProfile, tmp_path: Path) -> None:
+    odd = write_png(tmp_path / "cam" / "Line 3 – good (ok)#1.png", _image(7))
+    digest = hashlib.sha256(odd.read_bytes()).hexdigest()[:HASH_CHARS]
+    (rel,) = add_reference_shots(profile, [odd])
+    assert rel == f"references/Line_3_good_ok_1_{digest}.png"
+    twin = tmp_path / "other" / "again.png"
+    twin.parent.mkdir()
+    shutil.copy(odd, twin)
+    assert add_reference_shots(profile, [twin]) == [rel]
+    frame = add_reference_image(profile, _image(8), stem="station_frame")
+    assert frame.startswith("references/station_frame_") and frame.endswith(".png")

@@ -17,14 +17,15 @@ from inspector.cli import main
 from inspector.records import (
     GENESIS_HASH,
     InspectionRecord,
+    RecordJournal,
     RecordKeeper,
     RecordQuery,
     RecordStoreError,
     SqliteRecordStore,
+    accounted,
     counts,
     effective,
     export_csv,
-    import_jsonl,
 )
 
 
@@ -177,24 +178,49 @@ def test_read_only_database_keeps_decisions_pending_and_retries(store: SqliteRec
     assert store.verify().ok
 
 
-def test_disk_full_keeps_decision_pending(store: SqliteRecordStore, tmp_path: Path) -> None:
+def test_disk_full_keeps_decision_in_the_journal(store: SqliteRecordStore, tmp_path: Path) -> None:
     store.append(make(0))
     pages = store._con.execute("PRAGMA page_count").fetchone()[0]
     store._con.execute(f"PRAGMA max_page_count={pages}")  # no room to grow: 'database or disk is full'
     keeper = RecordKeeper(store)
     big = make(1, note="x" * 20000)
-    assert keeper.save(big) is None
+    assert keeper.save(big) is None  # durable in the journal, not yet in the database
     assert "disk is full" in keeper.last_error
+    assert [r.uid for r in keeper.journal.entries()[0]] == [big.uid]
     dump = keeper.dump_pending(tmp_path / "aside" / "pending.jsonl")
+    assert [r.note for r in RecordJournal(dump).entries()[0]] == [big.note]
     store._con.execute("PRAGMA max_page_count=1073741823")
     assert keeper.retry() == 1
     assert store.count() == 2
-    # the dump can be imported into another store; uids already present are skipped
-    other = SqliteRecordStore(tmp_path / "other.sqlite")
-    assert import_jsonl(other, dump) == 1
-    assert import_jsonl(other, dump) == 0
-    assert other.query()[0].note == big.note
-    other.close()
+    assert store.verify().ok
+
+
+def test_new_kinds_and_fields_round_trip(store: SqliteRecordStore) -> None:
+    d = store.append(make(0, role="engineer", detector_state_sha256="cd" * 32))
+    store.append(make(1, kind="no_read", operator_verdict=None, auto_verdict=None, reason="image unreadable"))
+    store.append(make(2, kind="skipped", operator_verdict=None, reason="operator skipped"))
+    nd = store.append(make(3, kind="not_decided", operator_verdict=None, reason="shift ended"))
+    store.append(make(4, kind="correction", operator_verdict=None, corrects_uid=nd.uid, reason="undo"))
+    rows = store.query()
+    assert rows[0].role == "engineer" and rows[0].detector_state_sha256 == "cd" * 32
+    assert rows[0].imported is False and rows[1].kind == "no_read" and rows[1].reason == "image unreadable"
+    assert [r.uid for r in effective(rows)] == [d.uid]  # only decisions stand as decisions
+    assert [r.kind for r in accounted(rows)] == ["decision", "no_read", "skipped"]  # not_decided voided
+    c = counts(rows)
+    assert (c.decisions, c.no_read, c.skipped, c.not_decided, c.corrections) == (1, 1, 1, 0, 1)
+    assert store.verify().ok
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(kind="no_read", operator_verdict=None, reason=""), "needs a reason"),
+    (dict(kind="skipped", operator_verdict="PASS", reason="x"), "no operator_verdict"),
+    (dict(role="boss"), "role must be"),
+    (dict(imported=True), "original chain"),
+    (dict(kind="bogus"), "kind must be"),
+])
+def test_new_fields_are_validated(kw: dict, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        make(0, **kw)
 
 
 _WRITER = textwrap.dedent(
@@ -249,7 +275,8 @@ def test_cli_list_export_verify(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "3 standing decisions" in out and "000.png" in out
     csv_path = tmp_path / "x.csv"
     assert main(["records", "export", "--db", str(db), "--since", "2024-05-02T00:00Z", "--out", str(csv_path)]) == 0
-    assert len(list(csv.DictReader(csv_path.open()))) == 2
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["id"] for r in rows] == ["2", "3", "#checkpoint"]  # the signed head is the last row
     assert main(["records", "list", "--db", str(db), "--since", "not a date"]) == 2
     assert "cannot read the date" in capsys.readouterr().err
     _tamper(db, "UPDATE inspections SET image_score=0 WHERE id=1")

@@ -19,7 +19,7 @@ from inspector.detect.saa_regions import (
     MaskCrop,
     area_filter,
     fuse_regions,
-    iou_filter,
+    location_filter,
     iou_with,
     mean_inside,
     rescore,
@@ -65,7 +65,7 @@ def test_area_and_iou_property_filters() -> None:
     outside = _crop(10, 10, 7, 9, 0, 3)  # disjoint -> 0
     ious = np.array([iou_with(c, obj) for c in (inside, half, outside)])
     np.testing.assert_allclose(ious, [0.2, 10 / 60, 0.0])
-    assert iou_filter(ious, 0.18).tolist() == [True, False, False]
+    assert location_filter(ious, 0.18).tolist() == [True, False, False]
     assert union_mask([inside, outside], (10, 10)).sum() == 16
 
 

@@ -106,8 +106,10 @@ def test_hot_folder_waits_for_complete_stable_files(tmp_path: Path) -> None:
     clock.t = 1.5
     assert hot.poll() == []
     clock.t = 1.8
-    frames = hot.poll()
-    assert [f.path.name for f in frames] == ["new.png"] and frames[0].ok
+    queued = hot.poll()
+    assert [f.path.name for f in queued] == ["new.png"] and queued[0].deferred and queued[0].image is None
+    frames = [f.resolve() for f in queued]  # decoded when the consumer takes it
+    assert frames[0].ok and not frames[0].deferred
     assert frames[0].image[0, 0, 2] == 9  # written as BGR by cv2, read back as RGB
     assert hot.poll() == []  # each file once
     # a file that never becomes readable is reported after give_up_s, as an error frame
@@ -254,3 +256,254 @@ def test_genicam_simulator_serves_images() -> None:
     img = frames[0].image
     assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
     assert img.std() > 0  # a real test pattern, not a blank buffer
+
+
+# ------------------------------------------------------------------------------ issue 16 items 8, 12, 13
+def _png(value: int) -> bytes:
+    return cv2.imencode(".png", _img(value))[1].tobytes()
+
+
+def _take_all(grabber: FrameGrabber, n: int, timeout: float = 5.0) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        f = grabber.take()
+        if f is None:
+            time.sleep(0.01)
+        else:
+            got.append(f)
+    return got
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs mkfifo")
+@pytest.mark.parametrize("use_events", [False, True])
+def test_hot_folder_fifo_is_an_error_frame_and_stop_ends_it(tmp_path: Path, use_events: bool) -> None:
+    import os
+
+    hot = HotFolderSource(tmp_path, poll_s=0.02, settle_s=0.05, use_events=use_events)
+    grabber = FrameGrabber(hot).start()
+    os.mkfifo(tmp_path / "x.png")
+    write_png(tmp_path / "y.png", _img(3))
+    got = _take_all(grabber, 2)
+    t0 = time.monotonic()
+    grabber.stop(timeout=2.0)
+    assert time.monotonic() - t0 < 1.5 and not grabber._thread.is_alive()  # stop() ends it
+    by_name = {f.path.name: f for f in got}
+    assert set(by_name) == {"x.png", "y.png"}
+    assert by_name["x.png"].error and "FIFO" in by_name["x.png"].error and by_name["y.png"].ok
+
+
+def test_hot_folder_rereads_a_file_that_stalled_past_give_up_once_it_completes(tmp_path: Path) -> None:
+    clock = _Clock()
+    hot = HotFolderSource(tmp_path, settle_s=0.5, give_up_s=2.0, clock=clock, use_events=False)
+    full = _png(7)
+    target = tmp_path / "slow.png"
+    target.write_bytes(full[: len(full) // 2])  # the writer stalls half-way
+    assert hot.poll() == []
+    clock.t = 3.0
+    gave_up = hot.poll()
+    assert len(gave_up) == 1 and "truncated PNG" in gave_up[0].error  # reported after give_up_s
+    clock.t = 4.0
+    assert hot.poll() == []  # the same unreadable file is not reported again
+    with open(target, "ab") as fh:  # the writer resumes and finishes
+        fh.write(full[len(full) // 2 :])
+    clock.t = 5.0
+    assert hot.poll() == []
+    clock.t = 6.0
+    frames = [f.resolve() for f in hot.poll()]
+    assert [f.path.name for f in frames] == ["slow.png"] and frames[0].ok
+    assert frames[0].image[0, 0, 2] == 7
+    clock.t = 9.0
+    assert hot.poll() == []
+
+
+@pytest.mark.parametrize("use_events", [False, True])
+def test_hot_folder_does_not_inspect_a_rename_twice(tmp_path: Path, use_events: bool) -> None:
+    hot = HotFolderSource(tmp_path, poll_s=0.02, settle_s=0.05, use_events=use_events)
+    grabber = FrameGrabber(hot).start()
+    write_png(tmp_path / "a.png", _img(1))
+    assert [f.path.name for f in _take_all(grabber, 1)] == ["a.png"]
+    (tmp_path / "a.png").rename(tmp_path / "b.png")
+    write_png(tmp_path / "c.png", _img(2))  # a genuinely new file still comes through
+    got = _take_all(grabber, 2, timeout=1.5)
+    grabber.stop()
+    assert [f.path.name for f in got] == ["c.png"]
+
+
+def test_hot_folder_sees_a_new_file_renamed_over_a_done_name(tmp_path: Path) -> None:
+    hot = HotFolderSource(tmp_path, poll_s=0.02, settle_s=0.05, use_events=True)
+    grabber = FrameGrabber(hot).start()
+    write_png(tmp_path / "latest.png", _img(1))
+    assert len(_take_all(grabber, 1)) == 1
+    write_png(tmp_path / "latest.png", _img(2))  # a new image under the same name (atomic replace)
+    got = _take_all(grabber, 1)
+    grabber.stop()
+    assert len(got) == 1 and got[0].image[0, 0, 0] == 2
+
+
+def test_hot_folder_queue_is_bounded_and_holds_paths_not_pixels(tmp_path: Path) -> None:
+    hot = HotFolderSource(tmp_path, poll_s=0.01, settle_s=0.02, use_events=False, max_batch=3)
+    grabber = FrameGrabber(hot, max_pending=4).start()
+    for i in range(20):
+        (tmp_path / f"{i:03d}.png").write_bytes(_png(i))
+    deadline = time.monotonic() + 5
+    while grabber.pending < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the consumer is busy: the source must wait, not fill memory
+    with grabber._lock:
+        held = list(grabber._buf)
+    assert len(held) == 4 and all(f.deferred and f.image is None for f in held)
+    got = _take_all(grabber, 20)
+    grabber.stop()
+    assert [f.path.name for f in got] == [f"{i:03d}.png" for i in range(20)]
+    assert all(f.ok for f in got) and got[5].image[0, 0, 2] == 5  # decoded on take, nothing dropped
+    assert grabber.dropped == 0
+
+
+def test_hot_folder_idle_poll_does_not_list_the_folder(tmp_path: Path) -> None:
+    import os
+
+    for i in range(5_000):  # the issue's 20,000: see the hot-folder figures in the closing note
+        os.close(os.open(tmp_path / f"{i:05d}.png", os.O_CREAT | os.O_WRONLY, 0o644))
+    hot = HotFolderSource(tmp_path, use_events=False)
+    hot.poll()
+    scans = hot.scans
+    t0 = time.perf_counter()
+    for _ in range(50):
+        assert hot.poll() == []
+    per_poll = (time.perf_counter() - t0) / 50
+    assert hot.scans == scans  # idle: the folder's mtime did not change, so it was not listed
+    assert per_poll < 0.01, f"idle poll took {per_poll * 1e3:.1f} ms"
+    (tmp_path / "new.png").write_bytes(_png(1))
+    hot.poll()
+    assert hot.scans == scans + 1  # a new name changes the folder's mtime: listed once
+
+
+def test_hot_folder_uses_file_events_when_available(tmp_path: Path) -> None:
+    hot = HotFolderSource(tmp_path, poll_s=0.02, settle_s=0.05, use_events=True)
+    grabber = FrameGrabber(hot).start()
+    deadline = time.monotonic() + 2
+    while not hot.watching and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hot.watching
+    write_png(tmp_path / "e.png", _img(4))
+    got = _take_all(grabber, 1)
+    scans = hot.scans
+    time.sleep(0.2)
+    assert hot.scans == scans  # events, not listings, while idle
+    grabber.stop()
+    assert [f.path.name for f in got] == ["e.png"] and got[0].ok
+    assert not hot.watching  # the observer is stopped with the source
+
+
+def test_hot_folder_reports_a_symlink_loop_once(tmp_path: Path) -> None:
+    hot = HotFolderSource(tmp_path, use_events=False)
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    first = hot.poll()
+    assert len(first) == 1 and "symbolic link loop" in first[0].error
+    assert hot.poll() == []
+
+
+class _StallingCap:
+    """A capture whose reads block until released (a stalled network stream)."""
+
+    def __init__(self, frames_before_stall: int = 0) -> None:
+        self.release_event = threading.Event()
+        self.frames = frames_before_stall
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV API
+        return True
+
+    def read(self):
+        if self.frames > 0:
+            self.frames -= 1
+            return True, np.zeros((4, 4, 3), np.uint8)
+        self.release_event.wait(30)
+        return False, None
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_camera_stalled_stream_is_reported_within_the_read_timeout() -> None:
+    caps: list[_StallingCap] = []
+
+    def opener(target):
+        caps.append(_StallingCap(frames_before_stall=1))
+        return caps[-1]
+
+    cam = CameraSource("rtsp://127.0.0.1:9/stream", backoff=0.01, opener=opener, read_timeout_s=0.2)
+    it = iter(cam)
+    t0 = time.monotonic()
+    first, second = next(it), next(it)
+    assert first.ok
+    assert second.error and "stalled" in second.error and time.monotonic() - t0 < 2.0
+    assert cam.reconnects == 1
+    cam.close()
+    for c in caps:
+        c.release_event.set()
+
+
+def test_camera_stop_is_prompt_while_a_read_is_blocked() -> None:
+    cap = _StallingCap()
+    cam = CameraSource(0, opener=lambda t: cap, read_timeout_s=30.0)
+    frames: list = []
+    t = threading.Thread(target=lambda: frames.extend(cam), daemon=True)
+    t.start()
+    time.sleep(0.2)  # the read is now blocked
+    t0 = time.monotonic()
+    cam.close()
+    t.join(2.0)
+    assert not t.is_alive() and time.monotonic() - t0 < 0.5
+    cap.release_event.set()
+    deadline = time.monotonic() + 2
+    while not cap.released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cap.released  # the device is released once the blocked read returns
+
+
+def test_camera_open_timeout_and_reasons() -> None:
+    gate = threading.Event()
+
+    def slow_opener(target):
+        gate.wait(10)
+        return _StallingCap()
+
+    cam = CameraSource("rtsp://127.0.0.1:9/x", opener=slow_opener, open_timeout_s=0.2, backoff=0.01)
+    t0 = time.monotonic()
+    frame = next(iter(cam))
+    cam.close()
+    gate.set()
+    assert time.monotonic() - t0 < 2.0
+    assert "cannot open (no answer within" in frame.error
+    from inspector.sources import camera_open_failure
+
+    assert "no device /dev/video97" in camera_open_failure(97, False, 10)
+    assert "could not connect to rtsp://127.0.0.1:9" in camera_open_failure("rtsp://u:p@127.0.0.1:9/s", False, 10)
+    assert "credentials" in camera_open_failure("rtsp://127.0.0.1:9/s", False, 10)
+    assert "neither a device index" in camera_open_failure("/nonexistent/file.avi", False, 10)
+
+
+def test_camera_default_opener_passes_the_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list = []
+
+    class Cap:
+        def __init__(self, *args) -> None:
+            seen.append(args)
+
+        def isOpened(self) -> bool:  # noqa: N802
+            return False
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", Cap)
+    cam = CameraSource(97, open_timeout_s=3.0, read_timeout_s=1.5, backoff=0.01)
+    frame = next(iter(cam))
+    cam.close()
+    target, api, params = seen[0]
+    assert target == 97 and api == cv2.CAP_ANY
+    assert dict(zip(params[::2], params[1::2])) == {cv2.CAP_PROP_OPEN_TIMEOUT_MSEC: 3000,
+                                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC: 1500}
+    assert "cannot open (no device /dev/video97" in frame.error

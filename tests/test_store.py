@@ -67,7 +67,7 @@ def test_packaged_manifest_lists_every_checkpoint_the_pipelines_use(tmp_path: Pa
         assert e.kind in store_mod.KINDS and e.arch and e.licence and e.size_mb > 0
         for f in e.files:
             assert e.has_digest(f), f"{e.key}/{f} has no digest"
-            assert f in e.urls, f"{e.key}/{f} has no source URL"
+            assert f in e.urls or f in e.packaged, f"{e.key}/{f} has no source URL"
         assert all(r in keys for r in e.requires)
 
 
@@ -192,8 +192,8 @@ def test_same_size_corruption_is_found_by_hash(store: ModelStore, fake: FakeMode
     data[len(data) // 2] ^= 0xFF
     st = p.stat()
     p.write_bytes(bytes(data))
-    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: only a full hash sees it
-    assert store.status("alpha") == "installed"
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime, but a new ctime
+    assert store.status("alpha") == "corrupt"  # issue 16 item 14: the record is tied to ctime too
     report = store.verify("alpha", full=True)
     assert report.status("alpha") == "corrupt" and report.corrupt_keys == ["alpha"]
     assert "sha256" in report.problems("alpha")[0].detail
@@ -274,7 +274,7 @@ def test_import_bundle_layouts(store: ModelStore, fake: FakeModels, tmp_path: Pa
     rec = store.records()
     assert rec["textenc/vocab.txt"]["source"].startswith("import:")
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
-    assert not list(store.root.rglob("*.import-tmp"))
+    assert not list(store.root.rglob("*.import-tmp")) and not list(store.root.rglob(".*.tmp"))
 
 
 def test_import_rejects_corrupt_files_but_keeps_good_ones(store: ModelStore, fake: FakeModels, tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_import_rejects_corrupt_files_but_keeps_good_ones(store: ModelStore, fak
     assert err.value.imported == ["alpha"]
     assert store.status("alpha") == "installed"
     assert store.status("beta") == "missing"  # never installed, so it cannot be mistaken for good
-    assert not list(store.root.rglob("*.import-tmp"))
+    assert not list(store.root.rglob("*.import-tmp")) and not list(store.root.rglob(".*.tmp"))
 
 
 def test_import_replaces_a_corrupt_installed_file(store: ModelStore, fake: FakeModels, tmp_path: Path) -> None:
@@ -357,8 +357,11 @@ def test_load_refuses_arbitrary_pickles(tmp_path: Path) -> None:
     buf = io.BytesIO()
     torch.save({"w": torch.ones(1), "payload": _Gadget()}, buf)
     s = ModelStore(tmp_path / "store", _manifest_for(tmp_path, "evil.pth", buf.getvalue()))
-    with pytest.raises(ModelCorruptError, match=r"objects \(tests.test_store._Gadget\) that a weights-only load"):
+    with pytest.raises(store_mod.CheckpointRefusedError,
+                       match=r"objects of type tests.test_store._Gadget, which Inspector's weights-only loader "
+                             r"refuses \(manifest entry 'thing' in .*m.yaml") as err:
         s.load_state_dict("thing")
+    assert err.value.refused == ["tests.test_store._Gadget"] and "weights_only" not in str(err.value)
 
 
 def test_load_allows_listed_safe_globals(tmp_path: Path) -> None:
@@ -379,7 +382,8 @@ def test_load_torchscript_archive(tmp_path: Path) -> None:
     module = torch.jit.script(torch.nn.Linear(3, 2))
     buf = io.BytesIO()
     torch.jit.save(module, buf)
-    s = ModelStore(tmp_path / "store", _manifest_for(tmp_path, "ts.pt", buf.getvalue(), drop_keys=["bias"]))
+    s = ModelStore(tmp_path / "store", _manifest_for(tmp_path, "ts.pt", buf.getvalue(), drop_keys=["bias"],
+                                                      loader="torchscript"))
     sd = s.load_state_dict("thing")
     assert set(sd) == {"weight"} and torch.equal(sd["weight"], module.weight.detach())
 
@@ -471,3 +475,265 @@ def test_download_complete_part_and_http_errors(store: ModelStore, fake: FakeMod
         store.download("beta", base_url=server.url + "/nowhere")
     with pytest.raises(ModelDownloadError, match="cannot reach"):
         store.download("beta", base_url="http://127.0.0.1:9", timeout=2)
+
+
+# ------------------------------------------------------------------------------ issue 16 items 10, 11, 14
+def test_forged_installed_json_cannot_make_a_tampered_file_installed(store: ModelStore, fake: FakeModels) -> None:
+    install_all(fake, store.root)
+    assert store.status("alpha") == "installed"
+    p = store.root / "alpha" / "alpha.pth"
+    good = fake.content("alpha", "alpha.pth")
+    p.write_bytes(b"\0" * len(good))  # tampered, same size
+    st = p.stat()
+    records = json.loads(store.records_path.read_text())
+    rec = records["files"]["alpha/alpha.pth"]
+    # the forger rewrites the record to match the tampered file (but cannot compute the station's MAC)
+    rec.update(size=st.st_size, mtime_ns=st.st_mtime_ns, ino=st.st_ino, ctime_ns=st.st_ctime_ns,
+               sha256=hashlib.sha256(good).hexdigest())
+    store.records_path.write_text(json.dumps(records))
+    fresh = ModelStore(store.root, manifest_path=fake.manifest)  # a new process: no in-memory memo
+    assert fresh.status("alpha") == "corrupt"
+    with pytest.raises(ModelCorruptError, match="sha256"):
+        fresh.load_state_dict("alpha")
+
+
+def test_record_without_ctime_or_mac_is_not_trusted(
+    store: ModelStore, fake: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_all(fake, store.root)
+    assert store.status("alpha") == "installed"
+    rec = store.records()["alpha/alpha.pth"]
+    assert {"ino", "ctime_ns", "mac"} <= set(rec)
+    fresh = ModelStore(store.root, manifest_path=fake.manifest)
+    calls: list[Path] = []
+    real = store_mod.sha256_of
+    monkeypatch.setattr(store_mod, "sha256_of", lambda p, cb=None: calls.append(Path(p)) or real(p, cb))
+    assert fresh.status("alpha") == "installed" and calls == []  # signed and unchanged: no re-hash
+    old_style = json.loads(store.records_path.read_text())
+    for r in old_style["files"].values():  # what the old version wrote (size + mtime only)
+        for k in ("ino", "ctime_ns", "mac"):
+            r.pop(k, None)
+    store.records_path.write_text(json.dumps(old_style))
+    assert ModelStore(store.root, manifest_path=fake.manifest).status("alpha") == "installed"
+    assert calls == [store.root / "alpha" / "alpha.pth"]  # hashed once, then re-recorded signed
+    assert "mac" in store.records()["alpha/alpha.pth"]
+
+
+def test_import_stops_at_the_manifest_size_from_the_zip_header(
+    store: ModelStore, fake: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("alpha/alpha.pth", "w", force_zip64=True) as fh:
+            for _ in range(64):
+                fh.write(b"\0" * (1 << 20))  # 64 MiB of zeros, a few KB compressed
+    assert big.stat().st_size < 1 << 20
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(str(name)) or
+                        real_open(self, name, *a, **k))
+    with pytest.raises(BundleRejectedError, match=r"size 67108864 bytes, expected \d+; nothing was copied"):
+        store.import_from(big)
+    assert opened == []  # refused from the header: not one byte decompressed
+    assert not (store.root / "alpha" / "alpha.pth").exists() and not list(store.root.rglob(".*.tmp"))
+
+
+def test_import_stream_is_capped_even_when_the_header_lies(store: ModelStore, fake: FakeModels) -> None:
+    entry = store.entry("alpha")
+    want = entry.file_bytes["alpha.pth"]
+    produced = {"n": 0}
+
+    class Endless(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+            if produced["n"] >= 4 << 20:  # finite, so that a store without the cap cannot fill the disk
+                return 0
+            produced["n"] += len(b)
+            b[:] = b"\0" * len(b)
+            return len(b)
+
+    member = store_mod._Member("alpha/alpha.pth", want, lambda: io.BufferedReader(Endless()))
+    with pytest.raises(ModelCorruptError, match=f"more than the {want} bytes expected"):
+        store._install_member(entry, "alpha.pth", member, "test", lambda n: None)
+    assert produced["n"] <= want + (1 << 20) + 8192  # stopped right after the limit, not at the end
+    assert not (store.root / "alpha").exists() or not any((store.root / "alpha").iterdir())
+
+
+def test_import_checks_free_space_first_and_names_file_folder_and_fix(
+    store: ModelStore, fake: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
+    src = fake.bundle(tmp_path / "bundle", keys={"alpha"})
+    with pytest.raises(store_mod.ModelStoreError) as err:
+        store.import_from(src)
+    msg = str(err.value)
+    dest = store.root / "alpha" / "alpha.pth"
+    assert str(dest) in msg and str(dest.parent) in msg and "free space there" in msg
+    assert not dest.exists()
+
+
+def test_import_disk_full_while_writing_names_file_folder_and_fix(
+    store: ModelStore, fake: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import errno
+
+    @contextlib.contextmanager
+    def full_disk(path, **kw):  # type: ignore[no-untyped-def]
+        class W:
+            def write(self, data: bytes) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        yield W()
+
+    monkeypatch.setattr(store_mod, "atomic_writer", full_disk)
+    with pytest.raises(store_mod.ModelStoreError) as err:
+        store.import_from(fake.bundle(tmp_path / "bundle", keys={"alpha"}))
+    dest = store.root / "alpha" / "alpha.pth"
+    assert str(dest) in str(err.value) and "no space left" in str(err.value) and "free space there" in str(err.value)
+
+
+def test_import_never_follows_a_symlink_planted_at_the_temporary_name(
+    store: ModelStore, fake: FakeModels, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (store.root / "alpha").mkdir(parents=True)
+    (store.root / "alpha" / "alpha.pth.import-tmp").symlink_to(victim)  # the old fixed temporary name
+    store.import_from(fake.bundle(tmp_path / "bundle", keys={"alpha"}))
+    assert victim.read_text() == "precious"
+    assert store.status("alpha") == "installed"
+
+
+def test_download_stops_at_the_manifest_size(store: ModelStore, fake: FakeModels, server: FileServer) -> None:
+    want = len(fake.content("alpha", "alpha.pth"))
+    server.files["/alpha/alpha.pth"] = b"x" * (8 << 20)  # a server sending far more than listed
+    with pytest.raises(ModelCorruptError, match=rf"announces {8 << 20} bytes, the manifest lists {want}"):
+        store.download("alpha", base_url=server.url)
+    assert not (store.root / "alpha" / "alpha.pth.part").exists()
+
+
+def test_download_without_length_is_cut_at_the_manifest_size(
+    store: ModelStore, fake: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want = len(fake.content("alpha", "alpha.pth"))
+    sent = {"n": 0}
+
+    class Resp(io.RawIOBase):  # a chunked response with no Content-Length (4 MiB for a 1 KB file)
+        status = 200
+        headers: dict[str, str] = {}
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+            n = 1 << 16 if n is None or n < 0 else n
+            if sent["n"] >= 4 << 20:  # "endless" for this test; finite so a broken store cannot fill the disk
+                return b""
+            sent["n"] += n
+            return b"y" * n
+
+    monkeypatch.setattr(store_mod.urllib.request, "urlopen", lambda *a, **k: Resp())
+    with pytest.raises(ModelCorruptError, match=f"more than the {want} bytes expected"):
+        store.download("alpha", base_url="http://127.0.0.1:9")
+    assert sent["n"] <= want + 1
+    assert not (store.root / "alpha" / "alpha.pth.part").exists()
+
+
+def test_download_checks_free_space_first(
+    store: ModelStore, fake: FakeModels, server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 10, 10))
+    with pytest.raises(store_mod.ModelStoreError, match=r"alpha.pth.part: needs .* MB are free .*free space there"):
+        store.download("alpha", base_url=server.url)
+    assert server.requests == []  # refused before any transfer
+
+
+def test_download_never_follows_a_symlink_planted_at_the_part_name(
+    store: ModelStore, fake: FakeModels, server: FileServer, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (store.root / "alpha").mkdir(parents=True)
+    (store.root / "alpha" / "alpha.pth.part").symlink_to(victim)
+    store.download("alpha", base_url=server.url)
+    assert victim.read_text() == "precious" and store.status("alpha") == "installed"
+    assert server.requests[-1].range is None  # the planted link was not taken as a partial download
+
+
+def test_weights_only_refusal_is_the_projects_message_whatever_torch_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(1), "payload": _Gadget()}, buf)
+    s = ModelStore(tmp_path / "store", _manifest_for(tmp_path, "evil.pth", buf.getvalue()))
+
+    def refuse(*a, **k):  # type: ignore[no-untyped-def]
+        raise pickle.UnpicklingError(
+            "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+            "succeed, but it can result in arbitrary code execution."  # a wording with no 'GLOBAL x' in it
+        )
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(store_mod.CheckpointRefusedError) as err:
+        s.load_state_dict("thing")
+    msg = str(err.value)
+    assert "tests.test_store._Gadget" in msg and "manifest entry 'thing'" in msg and str(tmp_path / "m.yaml") in msg
+    assert "`weights_only`" not in msg and "Re-running" not in msg and "arbitrary code" not in msg
+
+
+def test_pickle_globals_are_read_without_unpickling(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(1), "args": argparse.Namespace(a=1), "g": _Gadget()}, buf)
+    (tmp_path / "x.pth").write_bytes(buf.getvalue())
+    found = store_mod._pickle_globals(tmp_path / "x.pth")
+    assert "argparse.Namespace" in found and "tests.test_store._Gadget" in found
+    assert store_mod._refused_types(tmp_path / "x.pth", ["argparse.Namespace"], Exception()) == [
+        "tests.test_store._Gadget"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_torchscript_is_refused_for_entries_that_do_not_need_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = torch.jit.script(torch.nn.Linear(3, 2))
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    s = ModelStore(tmp_path / "store", _manifest_for(tmp_path, "ts.pt", buf.getvalue()))
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("TorchScript loaded for a plain entry"))
+    with pytest.raises(store_mod.CheckpointRefusedError, match="TorchScript archive .*manifest entry 'thing'"):
+        s.load_state_dict("thing")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_torchscript_is_loaded_only_after_its_sha256_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = torch.jit.script(torch.nn.Linear(3, 2))
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    data = buf.getvalue()
+    s = ModelStore(tmp_path / "store", _manifest_for(tmp_path, "ts.pt", data, loader="torchscript"))
+    other = torch.jit.script(torch.nn.Linear(3, 2))  # a different archive (different weights), same size?
+    buf2 = io.BytesIO()
+    torch.jit.save(other, buf2)
+    (tmp_path / "store" / "thing" / "ts.pt").write_bytes(buf2.getvalue())
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("TorchScript loaded before its sha256"))
+    with pytest.raises(ModelCorruptError, match="sha256"):
+        s.load_state_dict("thing")
+
+
+def test_packaged_openai_clip_is_the_only_torchscript_entry(tmp_path: Path) -> None:
+    s = ModelStore(tmp_path)
+    assert [e.key for e in s.entries() if e.loader == "torchscript"] == ["clip_vit_l14_336"]

@@ -4,7 +4,9 @@ Writes ``DIR/metrics.json`` (image AUROC/AUPR/F1-max, pixel AUROC/AP/F1-max/AUPR
 ``per_defect`` rows), ``DIR/scores.csv`` (one row per test image), ``DIR/curves.png`` and
 ``DIR/run.json`` (what was run: dataset, profile, pipeline, seed, reference shots, definitions), and
 with ``--save-maps`` every anomaly map at the evaluation resolution as
-``DIR/maps/<defect>/<stem>.npy``. The metrics table goes to stdout.
+``DIR/maps/<defect>/<stem>.npy``; with ``--report`` one self-contained ``DIR/report.html`` (curves,
+metrics, per-defect table, confusion counts at the profile's threshold, escapes and false rejects
+with their overlays). The metrics table goes to stdout.
 
 With ``--shots K`` the K reference shots are drawn (seeded) from the dataset's good training
 images and copied into a temporary profile folder inside DIR (removed afterwards); the user's
@@ -48,15 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dataset layout (default: guessed from the folder)")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--profile", help="profile folder, its profile.yaml, or a profile name")
-    who.add_argument("--pipeline", help="evaluate a pipeline with a default profile (variation, fade, saa, clipsam)")
+    who.add_argument("--pipeline", help="evaluate a pipeline with a default profile (patchcore, variation, fade, saa, clipsam)")
     p.add_argument("--object", default=None, help="object name for --pipeline prompts (default: the category name)")
     p.add_argument("--shots", type=int, default=None, metavar="K",
                    help="draw K reference shots from the dataset's good training images")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference-shot draw (default 0)")
-    p.add_argument("--eval-size", type=int, default=256, metavar="PX",
-                   help="square resolution of pixel metrics and saved maps (default 256)")
+    p.add_argument("--eval-size", type=int, default=None, metavar="PX",
+                   help="square resolution of pixel metrics and saved maps (default: the pipeline's published "
+                        "protocol, e.g. FADE 448, SAA 400, CLIP-SAM 518; others 256)")
     add_device_arguments(p)
     p.add_argument("--save-maps", action="store_true", help="save each anomaly map as DIR/maps/<defect>/<stem>.npy")
+    p.add_argument("--report", action="store_true",
+                   help="also write DIR/report.html: curves, metrics, per-defect table, confusion counts at the "
+                   "profile's threshold, escapes and false rejects with overlays (one self-contained file)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
 
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.pipeline not in available_pipelines():
             raise UsageError(f"unknown pipeline {args.pipeline!r}; choose one of {', '.join(available_pipelines())}")
-    if args.eval_size < 8:
+    if args.eval_size is not None and args.eval_size < 8:
         raise UsageError(f"--eval-size must be at least 8 px, got {args.eval_size}")
     try:
         dataset = load_dataset(args.dataset, args.layout)
@@ -155,11 +161,12 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         inspector = prepare_inspector(profile, hub, args.pipeline)
         prepare_seconds = time.perf_counter() - t0
+        eval_size = args.eval_size or int(inspector.detector.default_eval_size)
         bar, progress = _progress_bar(len(test_set.samples))
         try:
             with bar:
                 result = evaluate(
-                    inspector, test_set, eval_size=args.eval_size, progress=progress,
+                    inspector, test_set, eval_size=eval_size, progress=progress,
                     save_maps_dir=out / "maps" if args.save_maps else None,
                 )
         except EvalError as exc:
@@ -190,6 +197,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_report(result, out)
             write_json(run_doc, out / "run.json")
+            if getattr(args, "report", False):
+                from inspector.evaluate.report import write_html_report
+
+                write_html_report(result, out / "report.html", inspector=inspector, profile_version=profile.version)
         except OSError as exc:
             raise UsageError(f"cannot write the report to {exc.filename or out}: {exc.strerror or exc}") from exc
     finally:

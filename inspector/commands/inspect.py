@@ -115,6 +115,15 @@ def ensure_writable_dir(folder: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------- inputs
+def _identity(p: Path) -> Path:
+    """The resolved path used to spot duplicates; a path that cannot be resolved (a symlink loop)
+    stands for itself, so that the reader reports it as a per-file error instead of the batch failing."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" (Python < 3.13)
+        return p.absolute()
+
+
 def collect_inputs(items: Iterable[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
     """Expand files, folders and glob patterns; returns (unique image paths in order, unmatched items)."""
     from inspector.imaging import is_image_file, list_images
@@ -124,7 +133,7 @@ def collect_inputs(items: Iterable[str], recursive: bool = False) -> tuple[list[
     seen: set[Path] = set()
 
     def add(p: Path) -> None:
-        key = p.resolve()
+        key = _identity(p)
         if key not in seen:
             seen.add(key)
             found.append(p)
@@ -159,7 +168,7 @@ def output_stems(paths: list[Path], out_dir: Path) -> list[str]:
     still equal. Comparison ignores case (case-insensitive file systems), and a stem is skipped
     when one of its output files would be an input image (``--out`` pointing at an input folder).
     """
-    inputs = {p.resolve() for p in paths}
+    inputs = {_identity(p) for p in paths}
     counts: dict[str, int] = {}
     for p in paths:
         counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
@@ -170,7 +179,7 @@ def output_stems(paths: list[Path], out_dir: Path) -> list[str]:
         if counts[p.stem.lower()] > 1 and p.parent.name:
             base = f"{p.parent.name}_{base}"
         stem, k = base, 2
-        while stem.lower() in used or any((out_dir / f).resolve() in inputs for f in output_names(stem).values()):
+        while stem.lower() in used or any(_identity(out_dir / f) in inputs for f in output_names(stem).values()):
             stem, k = f"{base}_{k}", k + 1
         used.add(stem.lower())
         stems.append(stem)
@@ -192,7 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--profile", required=True, help="profile folder, its profile.yaml, or a profile name")
-    p.add_argument("--pipeline", default=None, help="override the profile's pipeline (variation, fade, saa, clipsam)")
+    p.add_argument("--pipeline", default=None, help="override the profile's pipeline (patchcore, variation, fade, saa, clipsam)")
     add_device_arguments(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of INPUT folders")
@@ -220,9 +229,9 @@ def _error_doc(path: Path, inspector: Inspector, error: str) -> dict[str, Any]:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from inspector.files import atomic_write
+
+    atomic_write(path, json.dumps(doc, indent=2) + "\n", fsync=False)
 
 
 def inspect_one(inspector: Inspector, path: Path, out_dir: Path, stem: str) -> dict[str, Any]:
@@ -249,12 +258,15 @@ def inspect_one(inspector: Inspector, path: Path, out_dir: Path, stem: str) -> d
 
 
 def _write_summary(path: Path, rows: list[list[str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image_path", "stem", "verdict", "image_score", "regions", "error"])
-        w.writerows(rows)
-    os.replace(tmp, path)
+    import io
+
+    from inspector.files import atomic_write
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["image_path", "stem", "verdict", "image_score", "regions", "error"])
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 def _write_failure(path: Path, out_dir: Path, exc: OSError) -> str:

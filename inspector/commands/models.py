@@ -108,17 +108,20 @@ def _list(args: argparse.Namespace) -> int:
     for e in store.entries():
         status = store.status(e.key)
         size = store.installed_size_mb(e.key) if status != "missing" else e.size_mb
-        rows.append([e.key, e.kind, e.arch, status, _fmt_mb(size), e.licence])
+        shipped = store.is_packaged(e.key)
+        rows.append([e.key, e.kind, e.arch, status, _fmt_mb(size), e.licence,
+                     "shipped with the package" if shipped else ""])
         data.append({
             "key": e.key, "kind": e.kind, "arch": e.arch, "status": status, "size_mb": round(size, 1),
-            "licence": e.licence, "files": e.files, "path": str(store.root / e.key), "url": e.url,
+            "licence": e.licence, "files": e.files, "url": e.url, "shipped_with_package": shipped,
+            "path": str(store.path(e.key) if shipped else store.root / e.key),
         })
     if getattr(args, "json", False):
         json.dump({"model_dir": str(store.root), "models": data}, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return EXIT_OK
     print(f"model store: {store.root}")
-    print(_table(rows, ["KEY", "KIND", "ARCH", "STATUS", "SIZE", "LICENCE"]))
+    print(_table(rows, ["KEY", "KIND", "ARCH", "STATUS", "SIZE", "LICENCE", "SOURCE"]))
     missing = [r[0] for r in rows if r[3] != "installed"]
     if missing:
         print(f"\n{len(missing)} not installed or corrupt; fix with `inspector models download KEY` "

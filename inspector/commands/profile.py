@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from inspector.cli import EXIT_OK, EXIT_USAGE
-from inspector.profile import PIPELINES, ProfileError, load_profile, new_profile
+from inspector.profile import PIPELINES, ProfileError, check_profile, load_profile, new_profile
 from inspector.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     n = psub.add_parser("new", help="create a profile folder with defaults")
     n.add_argument("name")
     n.add_argument("--object", required=True, help="object name used in prompts (e.g. bottle)")
-    n.add_argument("--pipeline", default="variation", choices=PIPELINES)
+    n.add_argument("--pipeline", default="patchcore", choices=PIPELINES)
     n.add_argument("--dir", type=Path, default=None, help="profiles folder (default: from settings)")
     n.set_defaults(func=_new)
 
@@ -31,14 +34,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_show)
 
 
+def _known_models() -> dict[str, str] | None:
+    """Model-store key -> kind, from the manifest the station loads weights by."""
+    from inspector.models.store import ManifestError, default_manifest_path, load_manifest
+
+    try:
+        return {key: entry.kind for key, entry in load_manifest(default_manifest_path()).items()}
+    except ManifestError as exc:
+        print(f"warning: model keys not checked: {exc}", file=sys.stderr)
+        return None
+
+
+def required_kinds(pipeline: str) -> tuple[str, ...] | None:
+    """The ``models.<kind>`` fields a pipeline's detector loads (None when its module cannot be imported)."""
+    from inspector.detect import detector_class
+    from inspector.profile import model_fields_read
+
+    try:
+        return model_fields_read(pipeline, detector_class(pipeline).required_models)
+    except (ImportError, ValueError) as exc:
+        log.warning("pipeline %s: cannot tell which models it needs: %s", pipeline, exc)
+        return None
+
+
 def _validate(args: argparse.Namespace) -> int:
+    """Schema errors, then what would stop a run: every finding as ``file: field.path: reason``."""
     failed = 0
+    known = _known_models()
     for path in args.paths:
         try:
-            prof = load_profile(path)
+            prof = load_profile(path, check_files=False)
         except ProfileError as exc:
             failed += 1
-            print(f"INVALID {exc}", file=sys.stderr)
+            for line in str(exc).splitlines():
+                print(f"INVALID {line}", file=sys.stderr)
+            continue
+        source = f"{prof.folder.name}/profile.yaml" if prof.folder else str(path)
+        problems = check_profile(prof, known_models=known,
+                                 required_kinds=lambda pipeline=prof.pipeline: required_kinds(pipeline))
+        errors = [p for p in problems if p.severity == "error"]
+        for p in errors:
+            print(f"INVALID {p.format(source)}", file=sys.stderr)
+        for p in problems:
+            if p.severity == "warning":
+                print(f"WARNING {p.format(source)}", file=sys.stderr)
+        if errors:
+            failed += 1
         else:
             print(f"OK      {prof.name} v{prof.version} ({prof.pipeline}, {len(prof.reference_shots)} reference shots)")
     return EXIT_USAGE if failed else EXIT_OK

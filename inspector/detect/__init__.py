@@ -9,6 +9,7 @@ from inspector.registry import resolve
 # pipeline name -> "module:Class"; modules are imported lazily so a weight-free install never
 # pays for importing the foundation-model libraries it does not use.
 _REGISTRY: dict[str, str] = {
+    "patchcore": "inspector.detect.patchcore:PatchCoreDetector",
     "variation": "inspector.detect.variation:VariationDetector",
     "fade": "inspector.detect.fade:FadeDetector",
     "saa": "inspector.detect.saa:SaaDetector",

@@ -92,10 +92,25 @@ class Detector(ABC):
     name: str = ""
     #: model-store kinds this detector needs (e.g. ("clip",)); used to report missing weights early
     requires: tuple[str, ...] = ()
+    #: square resolution of pixel metrics in ``inspector eval`` unless ``--eval-size`` is given
+    #: (each method's published protocol, ``shared/methods/evaluation.md``)
+    default_eval_size: int = 256
 
     def __init__(self) -> None:
         self.profile: ProductProfile | None = None
         self.hub: ModelHub | None = None
+
+    @classmethod
+    def required_models(cls, profile: ProductProfile) -> list[tuple[str, str]]:
+        """(kind, store key) of every model this detector loads for ``profile``.
+
+        Default: each kind in :attr:`requires`, keyed by the profile's ``models`` section."""
+        out = []
+        for kind in cls.requires:
+            key = getattr(profile.models, kind, None)
+            if key:
+                out.append((kind, str(key)))
+        return out
 
     @abstractmethod
     def prepare(self, profile: ProductProfile, hub: ModelHub, progress: Progress | None = None) -> None:

@@ -241,6 +241,7 @@ class ClipSamDetector(Detector):
 
     name = "clipsam"
     requires = ("clip", "sam")
+    default_eval_size = 518  # APRIL-GAN's protocol, which the cascade paper builds on (evaluation.md)
     finish_params = tuple(f"clipsam.{n}" for n in (*CASCADE_PARAMS, "outside_weight", "gate_with_image_score"))
 
     def __init__(self, provider: ClipMapProvider | None = None) -> None:

@@ -310,6 +310,7 @@ class FadeDetector(Detector):
 
     name = "fade"
     requires = ("clip",)
+    default_eval_size = 448  # FADE's published protocol (evaluation.md)
 
     def __init__(self, cache: ArrayCache | None = None) -> None:
         super().__init__()

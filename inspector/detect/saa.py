@@ -1,6 +1,7 @@
 """SAA / SAA+: Segment Any Anomaly with multimodal prompts (Cao et al., 2023).
 
-Flow per image (``profile.saa.variant`` = ``"saa+"``; ``"saa"`` is the vanilla baseline, steps 1, 3, 4, 7):
+Flow per image (``profile.saa.variant`` = ``"saa+"``; ``"saa"`` is the vanilla baseline, steps 1, 3, 4, 7,
+with the naive class-agnostic entries only):
 
 1. **Language prompts** (sec. 3.1.1): the profile's class-agnostic entries ("defect on {object}") and
    class-specific entries (expert phrases, several joined by ". " in one entry) go to GroundingDINO,
@@ -14,8 +15,11 @@ Flow per image (``profile.saa.variant`` = ``"saa+"``; ``"saa"`` is the vanilla b
    prompts decoded in batches, single-mask output, masks at image resolution (kept as tight crops).
 4. (analyse ends here, plus step 5's saliency map.)
 5. **Property prompts** (eq. 4): drop regions whose mask area exceeds ``max_area_ratio`` x ObjectArea,
-   and regions whose IoU with the object region is below ``min_iou_with_object`` (the reference
-   code never implemented the IoU rule; it is skipped when no object was found).
+   and regions that do not lie on the object: with ``saa.location_rule = "inside"`` (default) the
+   fraction of the region's mask inside the object region must be at least
+   ``properties.min_iou_with_object`` (theta); ``"iou"`` reads theta literally as IoU with the
+   object, which removes every small true defect (its IoU with a whole object is tiny). The
+   reference code never implemented the rule; it is skipped when no object was found.
 6. **Saliency prompts** (eq. 5-7): WRN50-2 self-similarity saliency (``saa_saliency``); each
    region's score is multiplied by exp(gain x its mean saliency), scaled by exp(-gain) (see
    :func:`inspector.detect.saa_regions.saliency_prompts`).
@@ -38,7 +42,8 @@ threshold are reported (weaker ones are in ``extras["candidates"]``).
 
 Departures from the reference code (the paper is the specification):
 
-* property rules apply to SAM regions (paper) rather than to boxes; the IoU rule is implemented;
+* property rules apply to SAM regions (paper) rather than to boxes; the location rule is implemented
+  (as "lies on the object", step 5);
 * saliency uses the N *nearest* neighbours of eq. 5 (reference: 400 farthest, 0.5 (1 - cos));
 * re-scoring uses exp(gain x mean s) with gain 1 (reference: 3) and fusion divides by sum r
   (reference: 1 + sum r); both are profile numbers (``rescore_gain``, ``fusion_denominator_offset``);
@@ -74,8 +79,9 @@ from inspector.detect.saa_regions import (
     MaskCrop,
     area_filter,
     fuse_regions,
-    iou_filter,
+    inside_fraction,
     iou_with,
+    location_filter,
     mean_inside,
     rescore,
     saliency_prompts,
@@ -122,10 +128,17 @@ class SaaAnalysis:
 
 
 def prompt_entries(profile: ProductProfile) -> list[str]:
-    """The profile's caption entries: class-agnostic then class-specific, ``{object}`` filled, no repeats."""
+    """The profile's caption entries, ``{object}`` filled, no repeats.
+
+    SAA+ reads the class-agnostic then the class-specific (expert) entries; the vanilla ``saa``
+    baseline reads the naive class-agnostic entries only (paper eq. 3: SAA(I, T_n)).
+    """
     out: list[str] = []
     seen: set[str] = set()
-    for template in [*profile.prompts.class_agnostic, *profile.prompts.class_specific]:
+    templates = list(profile.prompts.class_agnostic)
+    if profile.saa.variant == "saa+":
+        templates += profile.prompts.class_specific
+    for template in templates:
         entry = profile.fill(template).strip()
         key = normalise_caption(entry)
         if entry and key not in seen:
@@ -154,12 +167,14 @@ class SaaDetector(Detector):
 
     name = "saa"
     requires = ("grounding", "sam", "backbone")
+    default_eval_size = 400  # SAA+'s published protocol (evaluation.md)
     #: saa.* numbers only :meth:`finish` reads (properties.top_k/max_area_ratio/min_iou are finish too)
     finish_params = (
         "saa.rescore_gain",
         "saa.fusion_denominator_offset",
         "saa.calibration_margin",
         "saa.calibration_min_level",
+        "saa.location_rule",
     )
 
     def __init__(self) -> None:
@@ -383,9 +398,12 @@ class SaaDetector(Detector):
                 objs = [m for m in self._object_masks(analysis) if m is not None]
                 if objs:
                     region = union_mask(objs, hw)
-                    area = int(region.sum())
-                    keep &= iou_filter(np.array([iou_with(c, region, area) for c in crops]),
-                                       props.min_iou_with_object)
+                    if p.location_rule == "inside":
+                        where = [inside_fraction(c, region) for c in crops]
+                    else:
+                        area = int(region.sum())
+                        where = [iou_with(c, region, area) for c in crops]
+                    keep &= location_filter(np.array(where), props.min_iou_with_object)
             if analysis.saliency is not None:
                 prompts = saliency_prompts(np.array([mean_inside(analysis.saliency, c) for c in crops]),
                                            p.rescore_gain)

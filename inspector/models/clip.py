@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from inspector.imaging import resize_square
+from inspector.imaging import resize_antialiased
 from inspector.models.gem import DenseTokens, GemEncoder, resample_positional_embedding
 from inspector.models.hub import inference_autocast
 
@@ -26,6 +26,41 @@ __all__ = ["ClipModel", "resample_positional_embedding"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_open_clip_state(model: torch.nn.Module, state: dict[str, Any], source: str = "checkpoint") -> None:
+    """Load a checkpoint's state dict into an open_clip model the way ``open_clip.load_checkpoint`` does.
+
+    The store has already read the file safely (``weights_only``, allow-list) and unwrapped it;
+    this applies open_clip's own conversions in its order: third-party layouts
+    (``convert_state_dict``: timm/big_vision/Apple, …), the old flat text tower into
+    ``CustomTextCLIP``'s ``text.*`` (``convert_to_custom_text_state_dict``), ``logit_scale`` /
+    ``logit_bias`` stored as scalars vs 1-d, ``logit_bias`` absent for SigLIP towers, HF text
+    ``position_ids`` that newer transformers no longer expect, and positional tables of another
+    grid or context length (``resize_pos_embed``, ``resize_text_pos_embed``). Then a strict load.
+    """
+    from open_clip.factory import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+
+    state = convert_state_dict(model, dict(state))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for name in ("logit_scale", "logit_bias"):
+        target = getattr(model, name, None)
+        if name in state and isinstance(target, torch.Tensor) and target.ndim != state[name].ndim:
+            state[name] = state[name].reshape(target.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
+        state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+    position_ids = "text.transformer.embeddings.position_ids"
+    if position_ids in state and not hasattr(model, position_ids):
+        del state[position_ids]
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{source}: the checkpoint does not fit this open_clip architecture ({exc}); "
+                         "check the entry's arch or re-import the file") from exc
 
 
 class ClipModel:
@@ -67,7 +102,6 @@ class ClipModel:
     @classmethod
     def from_store(cls, store: ModelStore, key: str, device: torch.device, dtype: torch.dtype) -> ClipModel:
         import open_clip
-        from open_clip.factory import convert_state_dict, resize_pos_embed
 
         entry = store.entry(key)
         options = dict(getattr(entry, "options", None) or {})
@@ -75,9 +109,7 @@ class ClipModel:
         model = open_clip.create_model(
             entry.arch, pretrained=None, force_quick_gelu=bool(options.get("quick_gelu", False))
         )
-        state = convert_state_dict(model, raw)
-        resize_pos_embed(state, model)
-        model.load_state_dict(state, strict=True)
+        load_open_clip_state(model, raw, f"model store entry {key!r}")
         tokenizer = open_clip.get_tokenizer(entry.arch)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         return cls(model, device, dtype, key, tokenizer,
@@ -85,10 +117,13 @@ class ClipModel:
 
     # ----------------------------------------------------------------- inputs
     def preprocess(self, images: list[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
-        """Squash-resize RGB uint8 images to size×size (bicubic, no crop) and normalise: B×3×S×S."""
+        """Squash-resize RGB uint8 images to size×size and normalise: B×3×S×S.
+
+        Antialiased bicubic (PIL, as the reference's torchvision ``Resize((s, s), BICUBIC)``), no crop.
+        """
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
-        batch = np.stack([resize_square(im, size) for im in images])
+        batch = np.stack([resize_antialiased(im, (size, size), "bicubic") for im in images])
         x = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 

@@ -9,9 +9,10 @@ One forward per input size returns two token sets, both projected and L2-normali
 
 * ``clip`` — the ordinary final-block tokens, ``ln_post(x_L) @ proj``; ``clip[:, 0]`` is the
   standard CLIP image embedding;
-* ``gem`` — ``ln_post(x_s + Σ_{l=s..L-1} gem_l) @ proj`` with ``s = L // 2``, where ``gem_l`` is the
-  self-self attention (q-q, k-k, v-v, one clustering iteration, no FFN) of block ``l`` applied
-  to the original stream ``x_l``.
+* ``gem`` — ``ln_post(x_s + Σ_{l=s..L-1} gem_l) @ proj`` with ``s = max(0, L − 6)``, where ``gem_l``
+  is the self-self attention (q-q, k-k, v-v, one clustering iteration, no FFN) of block ``l``
+  applied to the original stream ``x_l``. The official rule (GEM's ``depth=7``) is the last 6
+  blocks whatever the depth: blocks 6–11 of a 12-block ViT-B, 18–23 of a 24-block ViT-L.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
+
+GEM_BLOCKS = 6
+"""Blocks on the GEM path: the last 6 (the reference implementation's ``depth=7``)."""
+
+
+def default_gem_start(layers: int) -> int:
+    """First block of the GEM path: the last :data:`GEM_BLOCKS` blocks (all of them when fewer)."""
+    return max(0, int(layers) - GEM_BLOCKS)
 
 
 @dataclass
@@ -113,7 +122,8 @@ class GemEncoder:
     """Runs an open_clip ``VisionTransformer`` once per batch and returns GEM + CLIP tokens.
 
     Works for any input size that is a multiple of the patch size; positional tables are
-    resampled per grid and cached. ``gem_start`` defaults to ``layers // 2`` (6 of 12 for B/16+).
+    resampled per grid and cached. ``gem_start`` defaults to :func:`default_gem_start` (the last 6
+    blocks: 6 of 12 for B/16+, 18 of 24 for ViT-L).
     """
 
     def __init__(self, visual: torch.nn.Module, gem_start: int | None = None) -> None:
@@ -124,7 +134,7 @@ class GemEncoder:
             raise TypeError("GEM does not support attentional-pool vision towers (CoCa)")
         self.visual = visual
         self.layers = len(visual.transformer.resblocks)
-        self.gem_start = self.layers // 2 if gem_start is None else int(gem_start)
+        self.gem_start = default_gem_start(self.layers) if gem_start is None else int(gem_start)
         if not 0 <= self.gem_start < self.layers:
             raise ValueError(f"gem_start must be in [0, {self.layers - 1}], got {self.gem_start}")
         ps = visual.patch_size

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
 
+from inspector.imaging import resize_antialiased
 from inspector.models.hub import inference_autocast
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -291,13 +291,14 @@ class GroundingModel:
     def preprocess(self, image: np.ndarray, short_side: int | None = None, max_size: int | None = None) -> torch.Tensor:
         """RGB uint8 HxWx3 -> normalised 3×h×w float tensor at GroundingDINO's input size.
 
-        ``short_side``/``max_size`` default to the wrapper's (800 / 1333, GroundingDINO's own).
+        ``short_side``/``max_size`` default to the wrapper's (800 / 1333, GroundingDINO's own). The
+        resize is the reference's (torchvision ``resize`` of a PIL image: antialiased bilinear).
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"GroundingDINO expects RGB uint8 HxWx3, got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
         oh, ow = resized_hw(h, w, short_side or self.short_side, max_size or self.max_size)
-        resized = cv2.resize(image, (ow, oh), interpolation=cv2.INTER_LINEAR) if (oh, ow) != (h, w) else image
+        resized = resize_antialiased(image, (oh, ow), "bilinear")
         x = torch.as_tensor(np.ascontiguousarray(resized), device=self.device).permute(2, 0, 1).float().div_(255.0)
         return (x - self.mean) / self.std
 

@@ -37,9 +37,10 @@ class SamEmbedding:
     input_size: tuple[int, int]  # (h, w) after the long-side resize, before padding
 
     @property
-    def scale(self) -> float:
-        """Factor from original pixels to the padded encoder frame."""
-        return self.input_size[0] / self.original_size[0]
+    def scale_xy(self) -> tuple[float, float]:
+        """Factors (x, y) from original pixels to the encoder frame (the long-side resize rounds
+        the short side, so the two differ slightly)."""
+        return self.input_size[1] / self.original_size[1], self.input_size[0] / self.original_size[0]
 
 
 @dataclass
@@ -106,13 +107,20 @@ class SamModel:
         return SamEmbedding(feats.float(), (int(image.shape[0]), int(image.shape[1])), tuple(resized.shape[:2]))
 
     def features_at(self, emb: SamEmbedding, points_xy: np.ndarray) -> torch.Tensor:
-        """Encoder features (N×C) at original-image points (x, y), bilinear on the feature grid."""
-        pts = torch.as_tensor(np.asarray(points_xy, dtype=np.float32), device=emb.features.device)
-        # original px -> padded encoder frame px -> normalised [-1, 1] over the padded frame
-        frame = pts * emb.scale
-        norm = (frame + 0.5) / torch.tensor([self.img_size, self.img_size], device=pts.device) * 2 - 1
+        """Encoder features (N×C) at original-image pixels (x, y), bilinear on the feature grid.
+
+        Pixel (x, y) is the square [x, x+1)×[y, y+1); its centre (x + 0.5, y + 0.5) is mapped to
+        the padded encoder frame with the separate x and y resize ratios, and the grid is read
+        with cell centres at (16 j + 8) frame px (``align_corners=False``). Outside the outermost
+        cell centres the border cells are repeated (``padding_mode="border"``), never zeros.
+        """
+        pts = torch.as_tensor(np.asarray(points_xy, dtype=np.float32).reshape(-1, 2), device=emb.features.device)
+        sx, sy = emb.scale_xy
+        frame = (pts + 0.5) * torch.tensor([sx, sy], dtype=pts.dtype, device=pts.device)
+        # the feature grid spans the padded img_size × img_size frame
+        norm = frame / float(self.img_size) * 2 - 1
         sampled = torch.nn.functional.grid_sample(
-            emb.features, norm.view(1, 1, -1, 2), mode="bilinear", align_corners=False
+            emb.features, norm.view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
         )  # 1×C×1×N
         return sampled[0, :, 0, :].T.contiguous()
 

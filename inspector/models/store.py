@@ -4,25 +4,36 @@
 file names, sha256 or its published prefix, size, licence, source URL). On disk the store is::
 
     <model_dir>/<key>/<file>          the checkpoint files, exactly as published
-    <model_dir>/installed.json        sha256 (and size, mtime) of every file as installed
+    <model_dir>/installed.json        sha256 (and size, mtime, inode, ctime) of every file as installed
 
-``installed.json`` doubles as a digest cache: a file whose size and mtime match its record is not
-hashed again by :meth:`ModelStore.status`; :meth:`ModelStore.verify` with ``full=True`` always
-re-hashes. Hashing streams in 1 MiB chunks, so multi-GB files never sit in memory.
+``installed.json`` doubles as a digest cache: a file whose size, mtime, inode and ctime match its
+record, and whose record carries a valid HMAC under the station key, is not hashed again by
+:meth:`ModelStore.status` or before loading; any change (or a forged or copied ``installed.json``)
+means a full hash at the next check or load. Import hashes every file as it is copied and
+:meth:`ModelStore.verify` with ``full=True`` always re-hashes. Hashing streams in 1 MiB chunks, so
+multi-GB files never sit in memory.
+
+Import and download stop at the manifest's size (and an archive member's header size) instead of
+writing whatever arrives, check free space first, and write through exclusively created temporary
+files in the target folder (:mod:`inspector.files`), so a planted symlink is never followed.
 
 Errors say what to do: :class:`ModelMissingError` and :class:`ModelCorruptError` name the key, the
 expected path and the command that fixes it (``inspector models download <key>`` or
 ``inspector models import <bundle>``).
 
 Loading never unpickles arbitrary Python: ``torch.load(weights_only=True)`` (plus, per entry, a
-short allow-list of plain types), safetensors, or — for OpenAI's TorchScript CLIP archives —
-``torch.jit.load``, whose format holds tensors and TorchScript code but no Python pickles.
+short allow-list of named plain types, ``safe_globals``), safetensors, or — only for the entry whose
+manifest says ``loader: torchscript`` (OpenAI's CLIP archive), after its sha256 is checked —
+``torch.jit.load``. A refused type raises :class:`CheckpointRefusedError`, which names the type and
+the manifest entry, whatever PyTorch's own wording.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import importlib.util
 import hashlib
 import http.client
 import json
@@ -30,6 +41,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 import tarfile
 import threading
 import time
@@ -47,7 +59,15 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inspector.imaging import file_sha256 as sha256_of  # the one streaming file hasher
+from inspector.files import (
+    NoSpaceError,
+    atomic_writer,
+    atomic_write,
+    ensure_free_space,
+    open_regular,
+    file_sha256 as sha256_of,  # the one streaming file hasher
+    no_space_message,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.settings import Settings
@@ -64,7 +84,6 @@ RECORDS_FILE = "installed.json"
 CHUNK = 1 << 20
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _PART_SUFFIX = ".part"
-_IMPORT_SUFFIX = ".import-tmp"
 
 # Python types a checkpoint may contain besides tensors/containers, by the name the manifest uses.
 # Only these can be allow-listed; the manifest cannot name arbitrary importable objects.
@@ -148,6 +167,17 @@ class _FileSpec(BaseModel):
     size_bytes: int | None = Field(None, alias="bytes", gt=0)
     url: str | None = None
     one_of: str | None = None
+    package: str | None = None  # "module:relative/path" of a file shipped inside a PyPI package
+
+    @field_validator("package")
+    @classmethod
+    def _package(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        module, _, rel = v.partition(":")
+        if not module.isidentifier() or not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise ValueError(f"must be 'module:relative/path' inside the package, got {v!r}")
+        return v
 
     @field_validator("sha256")
     @classmethod
@@ -193,6 +223,7 @@ class _EntrySpec(BaseModel):
     safe_globals: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     default_file: str | None = None
+    loader: Literal["state_dict", "torchscript"] = "state_dict"
     files: dict[str, _FileSpec] = Field(min_length=1)
 
     @field_validator("files")
@@ -245,6 +276,10 @@ class ModelEntry:
     safe_globals: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     default_file: str | None = None
+    loader: str = "state_dict"
+    """``torchscript`` only for the entry whose published file is a TorchScript archive."""
+    packaged: dict[str, str] = field(default_factory=dict)
+    """file -> "module:relative/path": shipped inside an installed Python package (a PyPI wheel)."""
 
     @property
     def url(self) -> str | None:
@@ -319,12 +354,31 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, ModelEntry]:
             safe_globals=list(e.safe_globals),
             options=dict(e.options),
             default_file=e.default_file,
+            loader=e.loader,
+            packaged={n: f.package for n, f in e.files.items() if f.package},
         )
     for key, entry in entries.items():
         missing = [r for r in entry.requires if r not in entries]
         if missing:
             raise ManifestError(f"{path}: models.{key}.requires: unknown keys {missing}")
     return entries
+
+
+def packaged_file(spec: str) -> Path | None:
+    """The path of ``"module:relative/path"`` inside an installed package, without importing it.
+
+    None when the package is not installed or does not hold the file."""
+    module, _, rel = spec.partition(":")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    locations = list(found.submodule_search_locations or []) if found is not None else []
+    for base in locations:
+        candidate = Path(base) / rel
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 # ---------------------------------------------------------------------------------------- hashing
@@ -337,12 +391,50 @@ def git_blob_sha1_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What ties a recorded digest to one file: size, mtime, inode and ctime.
+
+    ctime cannot be set back by ``touch`` or ``os.utime``, so an edited file never matches its old
+    record even when its size and mtime are restored."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+_RECORD_FIELDS = ("sha256", "size", "mtime_ns", "ino", "ctime_ns", "source")
+
+
+def _record_mac(rel: str, rec: dict[str, Any]) -> str | None:
+    """HMAC (station key) of an ``installed.json`` record, or None when the key is unavailable."""
+    from inspector.keys import StationKeyError, sign
+
+    blob = json.dumps([rel, *(rec.get(f) for f in _RECORD_FIELDS)], separators=(",", ":")).encode()
+    try:
+        return sign(b"inspector-installed-v2\0" + blob)
+    except (StationKeyError, OSError) as exc:
+        log.warning("station key unavailable (%s); weight digests are not cached", exc)
+        return None
+
+
+def _record_trusted(rel: str, rec: dict[str, Any] | None, sig: tuple[int, int, int, int]) -> bool:
+    """A record may stand in for hashing: signed by this station and matching the file's signature."""
+    import hmac
+
+    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str) or not isinstance(rec.get("mac"), str):
+        return False
+    if (rec.get("size"), rec.get("mtime_ns"), rec.get("ino"), rec.get("ctime_ns")) != sig:
+        return False
+    mac = _record_mac(rel, rec)
+    return mac is not None and hmac.compare_digest(mac, rec["mac"])
+
+
 def _short(digest: str | None) -> str:
     return (digest[:12] + "…") if digest and len(digest) > 12 else (digest or "?")
 
 
-def _mismatch(entry: ModelEntry, file: str, size: int, sha: str | None, path: Path) -> str | None:
-    """Why the file does not match the manifest, or None. Hashes ``path`` for git ids if needed."""
+def _mismatch(
+    entry: ModelEntry, file: str, size: int, sha: str | None, path: Path | None, git_sha1: str | None = None
+) -> str | None:
+    """Why the file does not match the manifest, or None. Hashes ``path`` for git ids if needed
+    (unless ``git_sha1``, computed while streaming, is given)."""
     want = entry.file_bytes.get(file)
     if want is not None and size != want:
         return f"size {size} bytes, expected {want} (incomplete copy or download?)"
@@ -354,7 +446,7 @@ def _mismatch(entry: ModelEntry, file: str, size: int, sha: str | None, path: Pa
         return f"sha256 {_short(sha)} does not match the published {kind} {_short(exp)}"
     git = entry.git_blob_sha1.get(file)
     if git is not None:
-        got = git_blob_sha1_of(path)
+        got = git_sha1 if git_sha1 is not None or path is None else git_blob_sha1_of(path)
         if got != git:
             return f"git blob id {_short(got)} does not match the published {_short(git)}"
     return None
@@ -418,6 +510,45 @@ def _mark_needed(entry: ModelEntry, checks: dict[str, FileCheck]) -> None:
                     checks[f].needed = False
 
 
+# ------------------------------------------------------------------------------- disk helpers
+def _check_space(dest: Path, needed: int) -> None:
+    """Refuse before writing when the store's disk cannot take ``needed`` bytes (names file, folder, fix)."""
+    try:
+        ensure_free_space(dest, needed)
+    except NoSpaceError as exc:
+        raise ModelStoreError(str(exc)) from exc
+
+
+def _part_offset(part: Path) -> int:
+    """Bytes already in a resumable ``.part`` file; anything but a regular file there is removed.
+
+    ``lstat``: a symlink planted at the part's name is deleted (the link, never its target)."""
+    try:
+        st = os.lstat(part)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode):
+        log.warning("%s: not a regular file (a planted link?); removing it and starting over", part)
+        part.unlink()
+        return 0
+    return st.st_size
+
+
+def _open_part(part: Path, append: bool) -> IO[bytes]:
+    """Open the download's ``.part`` file without following symlinks; a new one is created exclusively."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if append:
+        fd = os.open(part, os.O_WRONLY | os.O_APPEND | nofollow)
+    else:
+        if _part_offset(part):
+            part.unlink()
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # pragma: no cover - O_NOFOLLOW already refused links
+        os.close(fd)
+        raise ModelDownloadError(f"{part}: not a regular file; remove it and retry")
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
 # ---------------------------------------------------------------------------------------- bundle
 @dataclass
 class _Member:
@@ -470,8 +601,8 @@ class ModelStore:
         self.manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest_path()
         self._entries = load_manifest(self.manifest_path)
         self._lock = threading.RLock()
-        # (size, mtime_ns, sha256) per "<key>/<file>": spares re-hashing when the store is read-only
-        self._seen: dict[str, tuple[int, int, str]] = {}
+        # (size, mtime_ns, inode, ctime_ns, sha256) per "<key>/<file>": hashed in this process
+        self._seen: dict[str, tuple[int, int, int, int, str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelStore:
@@ -517,7 +648,17 @@ class ModelStore:
         entry = self.entry(key)
         if file not in entry.files:
             raise ValueError(f"model {key!r} has no file {file!r}; its files: {', '.join(entry.files)}")
+        if file in entry.packaged:
+            shipped = packaged_file(entry.packaged[file])
+            if shipped is not None:
+                return shipped
         return self.root / key / file
+
+    def is_packaged(self, key: str, file: str | None = None) -> bool:
+        """True when the file (default: the entry's first) comes from an installed Python package."""
+        entry = self.entry(key)
+        file = file or entry.files[0]
+        return file in entry.packaged and packaged_file(entry.packaged[file]) is not None
 
     # ------------------------------------------------------------------ records (installed.json)
     @property
@@ -525,7 +666,11 @@ class ModelStore:
         return self.root / RECORDS_FILE
 
     def records(self) -> dict[str, dict[str, Any]]:
-        """``{"<key>/<file>": {"sha256", "size", "mtime_ns", "source", "recorded"}}``."""
+        """``{"<key>/<file>": {"sha256", "size", "mtime_ns", "ino", "ctime_ns", "source", "recorded", "mac"}}``.
+
+        A record is trusted as a digest cache only when its ``mac`` (HMAC under the station key,
+        :func:`_record_mac`) is valid and size, mtime, inode and ctime all match the file (see
+        :meth:`_sha256`); a forged or copied ``installed.json`` therefore only costs a re-hash."""
         path = self.records_path
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -546,7 +691,8 @@ class ModelStore:
             except ImportError:  # pragma: no cover - Windows
                 yield
                 return
-            with open(self.root / ".installed.lock", "a+b") as fh:
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            with os.fdopen(os.open(self.root / ".installed.lock", flags, 0o644), "r+b") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 try:
                     yield
@@ -556,46 +702,51 @@ class ModelStore:
     def _record(self, key: str, file: str, path: Path, sha: str, source: str | None = None) -> None:
         st = path.stat()
         rel = f"{key}/{file}"
-        self._seen[rel] = (st.st_size, st.st_mtime_ns, sha)
+        self._seen[rel] = (*_signature(st), sha)
         try:
             with self._records_lock():
                 files = self.records()
                 old = files.get(rel, {})
-                files[rel] = {
+                size, mtime_ns, ino, ctime_ns = _signature(st)
+                rec: dict[str, Any] = {
                     "sha256": sha,
-                    "size": st.st_size,
-                    "mtime_ns": st.st_mtime_ns,
+                    "size": size,
+                    "mtime_ns": mtime_ns,
+                    "ino": ino,
+                    "ctime_ns": ctime_ns,
                     "source": source or old.get("source", "found in the store"),
                     "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
-                tmp = self.records_path.with_name(RECORDS_FILE + ".tmp")
-                tmp.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True), encoding="utf-8")
-                os.replace(tmp, self.records_path)
+                mac = _record_mac(rel, rec)
+                if mac is not None:
+                    rec["mac"] = mac
+                files[rel] = rec
+                atomic_write(self.records_path, json.dumps({"format": 2, "files": files}, indent=1, sort_keys=True))
         except OSError as exc:  # a read-only store still verifies, it just cannot cache
             log.warning("%s: cannot record the digest of %s (%s)", self.records_path, rel, exc)
 
     def _sha256(self, key: str, file: str, path: Path, full: bool, progress: Progress | None = None) -> str:
-        """sha256 of an installed file: from the record when size+mtime match (unless ``full``)."""
+        """sha256 of an installed file: from a signed record whose size, mtime, inode and ctime all
+        match (unless ``full``), else hashed in full (and re-recorded)."""
         st = path.stat()
         rel = f"{key}/{file}"
+        sig = _signature(st)
         if not full:
             seen = self._seen.get(rel)
-            if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
-                return seen[2]
+            if seen is not None and seen[:4] == sig:
+                return seen[4]
             rec = self.records().get(rel)
-            if (
-                rec
-                and rec.get("size") == st.st_size
-                and rec.get("mtime_ns") == st.st_mtime_ns
-                and isinstance(rec.get("sha256"), str)
-            ):
-                return rec["sha256"]
+            if _record_trusted(rel, rec, sig):
+                assert rec is not None
+                self._seen[rel] = (*sig, rec["sha256"])
+                return str(rec["sha256"])
         log.info("hashing %s (%.0f MB)", path, st.st_size / 1e6)
         msg = f"verifying {rel}"
         cb = (lambda n: progress(n / max(st.st_size, 1), msg)) if progress else None
         sha = sha256_of(path, cb)
-        self._seen[rel] = (st.st_size, st.st_mtime_ns, sha)
-        self._record(key, file, path, sha)
+        self._seen[rel] = (*sig, sha)
+        shipped = file in self.entry(key).packaged and path != self.root / key / file
+        self._record(key, file, path, sha, "shipped with the package" if shipped else None)
         return sha
 
     # ------------------------------------------------------------------ checks
@@ -655,7 +806,7 @@ class ModelStore:
         entry = self.entry(key)
         total = 0
         for f in entry.files:
-            p = self.root / key / f
+            p = self.file_path(key, f)
             if p.is_file():
                 total += p.stat().st_size
         return total / 1e6
@@ -712,7 +863,7 @@ class ModelStore:
         entry = self.entry(key)
         file = file or self.weights_file(key)
         path = self.path(key, file)
-        obj = _load_checkpoint(entry, path, map_location)
+        obj = _load_checkpoint(entry, path, map_location, self.manifest_path)
         if entry.state_key and isinstance(obj, dict) and entry.state_key in obj:
             obj = obj[entry.state_key]
         if not isinstance(obj, dict) or not obj:
@@ -803,22 +954,38 @@ class ModelStore:
                 raise ModelCorruptError(entry.key, dest, problem)
             self._record(entry.key, file, dest, sha, source)
             return
-        tmp = dest.with_name(dest.name + _IMPORT_SUFFIX)
+        expected = entry.file_bytes.get(file)
+        if expected is not None and member.size != expected:  # the header (or stat) says so: copy nothing
+            raise ModelCorruptError(
+                entry.key, Path(member.name), f"size {member.size} bytes, expected {expected}; nothing was copied"
+            )
+        limit = expected if expected is not None else member.size
+        _check_space(dest, limit)
         h = hashlib.sha256()
+        git = hashlib.sha1(f"blob {limit}\0".encode()) if file in entry.git_blob_sha1 else None
         n = 0
         try:
-            with member.open() as fin, open(tmp, "wb") as fout:
-                for chunk in iter(lambda: fin.read(CHUNK), b""):
+            # exclusive temporary file in the target folder, renamed over dest only when verified
+            with member.open() as fin, atomic_writer(dest) as fout:
+                while chunk := fin.read(min(CHUNK, limit + 1 - n)):
+                    n += len(chunk)
+                    if n > limit:  # a member larger than its header or the manifest says: stop here
+                        raise ModelCorruptError(
+                            entry.key, Path(member.name),
+                            f"more than the {limit} bytes expected; copying stopped there and nothing was installed",
+                        )
                     fout.write(chunk)
                     h.update(chunk)
-                    n += len(chunk)
+                    if git is not None:
+                        git.update(chunk)
                     step(n)
-            problem = _mismatch(entry, file, n, h.hexdigest(), tmp)
-            if problem:
-                raise ModelCorruptError(entry.key, Path(member.name), problem)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+                problem = _mismatch(entry, file, n, h.hexdigest(), None, git.hexdigest() if git else None)
+                if problem:
+                    raise ModelCorruptError(entry.key, Path(member.name), problem)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ModelStoreError(no_space_message(dest, exc)) from exc
+            raise
         self._record(entry.key, file, dest, h.hexdigest(), source)
         log.info("installed %s/%s from %s", entry.key, file, source)
 
@@ -846,6 +1013,12 @@ class ModelStore:
                 if any(checks[f].state == "ok" for f in group):
                     continue
                 fetchable = [f for f in group if base_url or f in entry.urls]
+                if not fetchable and all(f in entry.packaged for f in group):
+                    module = entry.packaged[group[0]].split(":", 1)[0]
+                    raise ModelDownloadError(
+                        f"model {k!r} ships inside the Python package {module.replace('_', '-')}; install "
+                        "Inspector with the `backbones` extra (offline sites: the bundle's wheelhouse carries it)"
+                    )
                 if not fetchable:
                     raise ModelDownloadError(
                         f"model {k!r}: no download URL for {' or '.join(group)}; "
@@ -884,13 +1057,15 @@ class ModelStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         expected = entry.file_bytes.get(file)
         label = f"downloading {entry.key}/{file}"
-        offset = part.stat().st_size if part.is_file() else 0
+        offset = _part_offset(part)
         if expected is not None and offset > expected:
             part.unlink()
             offset = 0
+        if expected is not None:
+            _check_space(part, expected - offset)
         h = hashlib.sha256()
         if offset:
-            with open(part, "rb") as fh:
+            with open_regular(part) as fh:
                 for chunk in iter(lambda: fh.read(CHUNK), b""):
                     h.update(chunk)
             log.info("resuming %s at byte %d", url, offset)
@@ -928,19 +1103,47 @@ class ModelStore:
                     length = resp.headers.get("Content-Length")
                     if length and length.isdigit():
                         total = int(length)
+                if expected is not None and total is not None and total != expected:
+                    part.unlink(missing_ok=True)
+                    raise ModelCorruptError(
+                        entry.key, dest,
+                        f"download from {url} rejected: the server announces {total} bytes, the manifest lists "
+                        f"{expected}; nothing was kept",
+                    )
+                limit = expected if expected is not None else total
+                if limit is not None:
+                    _check_space(part, limit - received)
                 try:
-                    with open(part, mode) as fh:
-                        for chunk in iter(lambda: resp.read(CHUNK), b""):
+                    with _open_part(part, append=mode == "ab") as fh:
+                        while chunk := resp.read(CHUNK if limit is None else min(CHUNK, limit + 1 - received)):
+                            received += len(chunk)
+                            if limit is not None and received > limit:
+                                break  # more than the manifest (or the announced length) allows: stop reading
                             fh.write(chunk)
                             h.update(chunk)
-                            received += len(chunk)
                             if total:
                                 step(min(received / total, 1.0), label)
-                except (OSError, http.client.HTTPException) as exc:
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        raise ModelStoreError(
+                            no_space_message(part, exc) + f" (the partial file {part} is kept for resuming)"
+                        ) from exc
                     raise ModelDownloadError(
                         f"{url}: interrupted after {received} bytes ({exc}); the partial file {part} is kept, "
                         "run the same command again to resume"
                     ) from exc
+                except http.client.HTTPException as exc:
+                    raise ModelDownloadError(
+                        f"{url}: interrupted after {received} bytes ({exc}); the partial file {part} is kept, "
+                        "run the same command again to resume"
+                    ) from exc
+            if limit is not None and received > limit:
+                part.unlink(missing_ok=True)
+                raise ModelCorruptError(
+                    entry.key, dest,
+                    f"download from {url} rejected: the server sent more than the {limit} bytes expected; "
+                    "reading stopped there and the file was removed",
+                )
             if total is not None and received < total:
                 raise ModelDownloadError(
                     f"{url}: connection closed after {received} of {total} bytes; the partial file {part} is "
@@ -961,6 +1164,8 @@ class ModelStore:
 # --------------------------------------------------------------------------------------- loading
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    if "weights_only" in text:  # PyTorch advice to disable the safe loader: never relayed
+        return type(exc).__name__
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
@@ -972,7 +1177,80 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def _load_checkpoint(entry: ModelEntry, path: Path, map_location: Any) -> Any:
+def _pickle_globals(path: Path) -> list[str]:
+    """``module.name`` of every global a torch checkpoint's pickle references, without unpickling.
+
+    Reads the opcodes of ``<archive>/data.pkl`` (zip format) or of the pickles of a legacy file
+    with :mod:`pickletools`; nothing is imported or executed. Best effort: [] when unreadable."""
+    import pickletools
+
+    found: list[str] = []
+
+    def scan(stream: IO[bytes]) -> None:
+        strings: list[str] = []
+        for op, arg, _pos in pickletools.genops(stream):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE") and isinstance(arg, str):
+                strings = [*strings[-1:], arg]
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                found.append(".".join(strings))
+            if op.name == "STOP":
+                return
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                for name in names[:1]:
+                    with zf.open(name) as fh:
+                        scan(fh)
+        else:
+            with open(path, "rb") as fh:
+                for _ in range(4):  # legacy format: magic, protocol, sys info, then the object
+                    scan(fh)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError):
+        pass
+    return list(dict.fromkeys(found))
+
+
+def _refused_types(path: Path, allowed: Iterable[str], exc: BaseException) -> list[str]:
+    """The types a weights-only load refused, found in the file itself (not in torch's wording)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        default = set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - private API; fall back to "torch types are torch's business"
+        default = set()
+    ok = set(default) | set(allowed)
+    refused = [g for g in _pickle_globals(path) if g not in ok and not g.startswith("torch.")]
+    if not refused:
+        refused = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+    return refused or ["(an unlisted Python type)"]
+
+
+class CheckpointRefusedError(ModelCorruptError):
+    """A checkpoint holds Python objects (or code) outside its entry's allow-list; nothing ran.
+
+    ``refused`` lists the types by name; ``manifest`` is the manifest file holding the entry."""
+
+    def __init__(self, key: str, path: Path, refused: list[str], manifest: Path | None, allowed: list[str]) -> None:
+        self.key, self.path, self.command = key, Path(path), f"inspector models download {key}"
+        self.refused, self.manifest = refused, manifest
+        where = f"manifest entry {key!r}" + (f" in {manifest}" if manifest else "")
+        self.detail = (
+            f"holds Python objects of type {', '.join(refused)}, which Inspector's weights-only loader refuses "
+            f"({where} allows {', '.join(allowed) or 'no extra types'}); nothing from the file was executed"
+        )
+        ModelStoreError.__init__(
+            self,
+            f"model {key!r}: {path} {self.detail}. If the file is genuine (its sha256 matched the manifest), "
+            f"report the type(s) and the entry {key!r} to the Inspector maintainers; otherwise replace it with "
+            f"{fix_command(key)}.",
+        )
+
+
+def _load_checkpoint(entry: ModelEntry, path: Path, map_location: Any, manifest: Path | None = None) -> Any:
     key = entry.key
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -986,9 +1264,14 @@ def _load_checkpoint(entry: ModelEntry, path: Path, map_location: Any) -> Any:
     import torch
 
     is_zip = zipfile.is_zipfile(path)
-    if is_zip and _is_torchscript(path):
+    torchscript = is_zip and _is_torchscript(path)
+    if torchscript and entry.loader != "torchscript":
+        # TorchScript holds code; only the one entry published that way may be loaded as such
+        raise CheckpointRefusedError(key, path, ["TorchScript archive (code)"], manifest, entry.safe_globals)
+    if torchscript:
         # OpenAI's CLIP releases are TorchScript archives: tensors + TorchScript code, no Python
-        # pickle; torch.jit.load restores them without importing arbitrary Python objects.
+        # pickle; torch.jit.load restores them without importing arbitrary Python objects. The
+        # caller has checked the file's sha256 against the manifest (ModelStore.path).
         try:
             with warnings.catch_warnings():  # torch >= 2.10 flags jit as deprecated; loading still works
                 warnings.simplefilter("ignore", FutureWarning)
@@ -1001,14 +1284,14 @@ def _load_checkpoint(entry: ModelEntry, path: Path, map_location: Any) -> Any:
         with torch.serialization.safe_globals(allowed):
             obj = torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if refused is None:
-            raise ModelCorruptError(key, path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
-        raise ModelCorruptError(
-            key, path,
-            f"it holds Python objects ({refused.group(1)}) that a weights-only load refuses; if the file "
-            "is genuine, the type must be added to the entry's safe_globals",
-        ) from exc
+        # torch's text changes between releases (and advises weights_only=False): never shown
+        log.debug("weights-only load of %s refused: %s", path, exc)
+        globals_seen = _pickle_globals(path)
+        if not globals_seen and "GLOBAL" not in str(exc):
+            raise ModelCorruptError(key, path, "not a readable PyTorch checkpoint (its pickle is malformed)") from exc
+        raise CheckpointRefusedError(
+            key, path, _refused_types(path, entry.safe_globals, exc), manifest, entry.safe_globals
+        ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelCorruptError(key, path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
     log.debug("loaded %s in %.2f s", path, time.perf_counter() - t0)

@@ -6,7 +6,8 @@ defaults are the published ones. ``inspector.profile`` composes them into the pr
 
 from inspector.params.clipsam import ClipSamParams
 from inspector.params.fade import FadeParams
+from inspector.params.patchcore import PatchCoreParams
 from inspector.params.saa import SaaParams
 from inspector.params.variation import VariationParams
 
-__all__ = ["ClipSamParams", "FadeParams", "SaaParams", "VariationParams"]
+__all__ = ["ClipSamParams", "FadeParams", "PatchCoreParams", "SaaParams", "VariationParams"]

@@ -15,7 +15,14 @@ from inspector.params.base import Params
 
 class SaaParams(Params):
     variant: Literal["saa", "saa+"] = Field(
-        "saa+", description="saa: language prompts -> boxes -> SAM masks; saa+: plus property, saliency, top-K")
+        "saa+", description="saa: the naive class-agnostic prompts only -> boxes -> SAM masks (the paper's "
+                            "baseline); saa+: plus the class-specific prompts, property, saliency, top-K")
+    location_rule: Literal["inside", "iou"] = Field(
+        "inside",
+        description="location property prompt with theta = properties.min_iou_with_object (0 = off): "
+                    "inside: the fraction of a region's mask that lies on the object mask must be >= theta "
+                    "(the paper's intent, 'anomalies lie within the inspected object'); iou: the region's IoU "
+                    "with the object must be >= theta (the literal reading; drops small true defects)")
     caption_mode: Literal["joint", "separate"] = Field(
         "joint",
         description="joint: all prompt entries in one GroundingDINO caption (one fusion pass); "

@@ -10,6 +10,7 @@ from inspector.params.base import Params
 
 
 class VariationParams(Params):
+    min_reference_shots = 1
     working_size: int = Field(256, ge=32, le=2048, description="images are resized to this square side")
     smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the final map (px at working size)")
     alignment: Literal["auto", "none", "translation", "rigid"] = Field(

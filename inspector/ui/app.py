@@ -34,8 +34,11 @@ def run_station(profile: str | Path | None = None, source: str | Path | None = N
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtWidgets import QApplication
 
+    from inspector.records import RecordKeeper
     from inspector.settings import Settings, SettingsError
+    from inspector.station import Session
     from inspector.ui.main_window import MainWindow, guess_source_kind
+    from inspector.users import UserStore
 
     try:
         settings = Settings.load()
@@ -45,7 +48,9 @@ def run_station(profile: str | Path | None = None, source: str | Path | None = N
     QCoreApplication.setOrganizationName("Inspector")
     QCoreApplication.setApplicationName("Station")
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "inspector"])
-    window = MainWindow(settings)
+    keeper = RecordKeeper.for_settings(settings)  # journal first, then the database (retried when down)
+    session = Session(keeper, settings.station_id, settings.archive_dir, settings.archive_images)
+    window = MainWindow(settings, store=keeper.store, session=session, users=UserStore())  # the view takes its model
     window.show()
     if source is not None:
         kind = source_kind or guess_source_kind(source)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from inspector.profile import ProfileError, load_profile
 from inspector.profile_refs import ReferenceShotError, add_reference_image
@@ -58,6 +58,8 @@ class EngineerPanel(QWidget):
         self.editor.profile_saved.connect(self.profile_saved)
         self.evaluation.profile_saved.connect(self._on_threshold_saved)
         self.profile_saved.connect(self._reload_station)
+        if hasattr(self.models, "refresh_needed"):
+            self.profile_saved.connect(lambda _f: self.models.refresh_needed())  # type: ignore[attr-defined]
 
         current = worker.current_profile() if hasattr(worker, "current_profile") else None
         if current is not None and current.folder is not None:
@@ -69,6 +71,33 @@ class EngineerPanel(QWidget):
         if current is not None and current.folder is not None and Path(current.folder) == Path(folder):
             log.info("station profile %s saved; reloading it", current.name)
             self.worker.reload_profile()
+
+    @property
+    def has_unsaved_changes(self) -> bool:
+        """True when the profile editor holds edits that are not saved."""
+        return self.editor.is_dirty()
+
+    def confirm_discard(self, parent: QWidget | None = None) -> bool:
+        """Before closing: Save / Discard / Cancel when there are unsaved edits. False = do not close."""
+        if not self.has_unsaved_changes:
+            return True
+        name = self.editor.profile.name if self.editor.profile else "the profile"
+        buttons = QMessageBox.StandardButton
+        answer = self.ask_unsaved(parent or self, name)
+        if answer == buttons.Cancel:
+            return False
+        if answer == buttons.Save:
+            self.tabs.setCurrentWidget(self.editor)
+            return self.editor.save_with_prompt(parent or self) is not None  # invalid or note cancelled: stay
+        return True  # Discard
+
+    @staticmethod
+    def ask_unsaved(parent: QWidget, name: str) -> QMessageBox.StandardButton:
+        buttons = QMessageBox.StandardButton
+        return QMessageBox.question(
+            parent, "Unsaved profile edits",
+            f"{name} has unsaved edits. Save them as a new version before closing?",
+            buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
 
     def open_profile(self, folder: str | Path) -> None:
         """Show a profile in the editor (e.g. the one the operator station is running)."""

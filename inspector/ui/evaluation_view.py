@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from inspector.evaluate.datasets import LAYOUTS, load_dataset
 from inspector.evaluate.metrics import precision_recall_curve, roc_curve
+from inspector.evaluate.report import Confusion, confusion_at, write_html_report
 from inspector.evaluate.runner import EvalResult, evaluate
 from inspector.imaging import read_image
 from inspector.inspection import Inspector
@@ -58,51 +58,6 @@ GOOD_COLOUR = (52, 152, 219)
 BAD_COLOUR = (231, 76, 60)
 LINE_COLOUR = (241, 196, 15)  # visible on pyqtgraph's dark and light backgrounds
 COLUMNS = ("image", "defect", "truth", "score", "verdict")
-
-
-@dataclass(frozen=True)
-class Confusion:
-    """Counts at one threshold; a part FAILs when its score reaches the threshold."""
-
-    caught: int  # defective and FAIL (true positive)
-    escapes: int  # defective but PASS (false negative)
-    false_rejects: int  # good but FAIL (false positive)
-    passed: int  # good and PASS (true negative)
-
-    @property
-    def n_defective(self) -> int:
-        return self.caught + self.escapes
-
-    @property
-    def n_good(self) -> int:
-        return self.false_rejects + self.passed
-
-    @property
-    def escape_rate(self) -> float:
-        return self.escapes / self.n_defective if self.n_defective else float("nan")
-
-    @property
-    def false_reject_rate(self) -> float:
-        return self.false_rejects / self.n_good if self.n_good else float("nan")
-
-
-def confusion_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> Confusion:
-    """Confusion counts of ``score >= threshold`` → FAIL against labels (1 = defective).
-
-    The image score alone: the profile's ``min_defect_area_px`` (applied by the station's
-    ``decide``) can turn a few of these FAILs into PASSes; the evaluation's own verdicts include it.
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1).astype(bool)
-    if s.shape != y.shape:
-        raise ValueError(f"scores and labels differ in size: {s.size} vs {y.size}")
-    fail = s >= threshold
-    return Confusion(
-        caught=int(np.sum(fail & y)),
-        escapes=int(np.sum(~fail & y)),
-        false_rejects=int(np.sum(fail & ~y)),
-        passed=int(np.sum(~fail & ~y)),
-    )
 
 
 def histogram_edges(scores: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
@@ -143,6 +98,8 @@ class EvaluationView(QWidget):
         self.eval_size.setValue(256)
         self.eval_size.setSuffix(" px")
         self.eval_size.setToolTip("resolution of the pixel metrics")
+        self.profile_label = QLabel("no profile open")
+        self.profile_label.setTextFormat(Qt.TextFormat.RichText)
         self.run_button = QPushButton("Run evaluation")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -150,9 +107,16 @@ class EvaluationView(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.status = QLabel("no evaluation yet")
+        self.status = QLabel("no evaluation yet")  # the metrics of the last run stay here
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message = QLabel("")  # why a button is disabled, what Apply / Export did
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message.setStyleSheet("color: #555")
+        self.run_hint = QLabel("")  # why "Run evaluation" is disabled, beside it
+        self.run_hint.setStyleSheet("color: #b9770e")
+        self.run_hint.setWordWrap(True)
 
         # ---- plots
         self.graphics = pg.GraphicsLayoutWidget()
@@ -189,9 +153,12 @@ class EvaluationView(QWidget):
         # ---- threshold controls
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setDecimals(4)
-        self.threshold_spin.setRange(-1e6, 1e6)
+        self.threshold_spin.setRange(0.0, 1.0)  # every pipeline scores in [0, 1] (profile validation)
         self.threshold_spin.setSingleStep(0.01)
         self.threshold_spin.setValue(0.5)
+        # typed text is taken on Enter / focus-out: a value echoed back per keystroke would
+        # reformat "0." to "0.0000" under the cursor (arrows and the line still follow live)
+        self.threshold_spin.setKeyboardTracking(False)
         self.threshold_spin.valueChanged.connect(self._on_spin)
         self.confusion_label = QLabel("")
         self.confusion_label.setTextFormat(Qt.TextFormat.RichText)
@@ -199,6 +166,11 @@ class EvaluationView(QWidget):
         self.apply_button.setToolTip("Save this threshold as the profile's decision threshold (new version)")
         self.apply_button.clicked.connect(self.apply_threshold)
         self.apply_button.setEnabled(False)
+        self.report_button = QPushButton("Export report…")
+        self.report_button.setToolTip("One HTML file: curves, metrics, per-defect table, confusion counts at "
+                                      "this threshold, and the escapes and false rejects with their overlays")
+        self.report_button.clicked.connect(self._export_dialog)
+        self.report_button.setEnabled(False)
 
         # ---- per-image table + detail
         self.table = QTableWidget(0, len(COLUMNS))
@@ -215,6 +187,7 @@ class EvaluationView(QWidget):
         self.detail_caption.setWordWrap(True)
 
         run_row = QHBoxLayout()
+        run_row.addWidget(self.profile_label)
         run_row.addWidget(QLabel("Dataset"))
         run_row.addWidget(self.dataset_edit, 1)
         run_row.addWidget(self.browse_button)
@@ -229,6 +202,7 @@ class EvaluationView(QWidget):
         thr_row.addWidget(self.threshold_spin)
         thr_row.addWidget(self.confusion_label, 1)
         thr_row.addWidget(self.apply_button)
+        thr_row.addWidget(self.report_button)
         detail_host = QWidget()
         dv = QVBoxLayout(detail_host)
         dv.setContentsMargins(0, 0, 0, 0)
@@ -245,8 +219,10 @@ class EvaluationView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(run_row)
+        layout.addWidget(self.run_hint)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.message)
         layout.addLayout(thr_row)
         layout.addWidget(main, 1)
         self.jobs.busy_changed.connect(self._on_busy)
@@ -256,6 +232,10 @@ class EvaluationView(QWidget):
     def set_profile(self, profile: ProductProfile | None) -> None:
         """The profile to evaluate (as saved); its threshold becomes the line's position."""
         self.profile = profile
+        if profile is None:
+            self.profile_label.setText("no profile open")
+        else:
+            self.profile_label.setText(f"Evaluates <b>{profile.name} v{profile.version}</b> ({profile.pipeline})")
         if profile is not None and self.result is None:
             self.set_threshold(profile.decision.image_threshold)
         self._update_buttons()
@@ -268,7 +248,9 @@ class EvaluationView(QWidget):
 
     # ------------------------------------------------------------------ run
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Labelled dataset folder (one category)")
+        start = self.dataset_edit.text().strip() or (str(self.profile.folder) if self.profile and self.profile.folder
+                                                      else "")
+        folder = QFileDialog.getExistingDirectory(self, "Labelled dataset folder (one category)", start)
         if folder:
             self.dataset_edit.setText(folder)
 
@@ -316,11 +298,23 @@ class EvaluationView(QWidget):
     def _on_busy(self, name: str, _busy: bool) -> None:
         self._update_buttons()
 
+    def run_blocked_reason(self) -> str:
+        """Why "Run evaluation" is disabled ("" when it is enabled)."""
+        if self.profile is None:
+            return "Open a profile in the Profile tab first: the evaluation runs the open profile."
+        if self.jobs.is_busy("run"):
+            return "An evaluation is running; cancel it or wait for it to finish."
+        return ""
+
     def _update_buttons(self) -> None:
         running = self.jobs.is_busy("run")
-        self.run_button.setEnabled(not running and self.profile is not None)
+        reason = self.run_blocked_reason()
+        self.run_button.setEnabled(not reason)
+        self.run_button.setToolTip(reason or "Run the open profile on every image of the dataset")
+        self.run_hint.setText(reason if not running else "")
         self.cancel_button.setEnabled(running)
         self.apply_button.setEnabled(self.profile is not None and self.profile.folder is not None and not running)
+        self.report_button.setEnabled(self.result is not None and not running)
 
     # ------------------------------------------------------------------ results
     def show_result(self, result: EvalResult) -> None:
@@ -356,11 +350,12 @@ class EvaluationView(QWidget):
             self.roc_curve.setData([], [])
             self.pr_curve.setData([], [])
         span = edges[-1] - edges[0]
-        self.threshold_line.setBounds((edges[0] - span, edges[-1] + span))
+        self.threshold_line.setBounds((max(0.0, edges[0] - span), min(1.0, edges[-1] + span)))
         self.hist_plot.enableAutoRange()
         self._fill_table()
         start = result.threshold if result.threshold is not None else self.threshold()
         self.set_threshold(start)
+        self.refresh_counts()  # the line may not have moved, and then it signals nothing
         self._update_buttons()
 
     def _fill_table(self) -> None:
@@ -407,9 +402,14 @@ class EvaluationView(QWidget):
         t = self.threshold()
         self._syncing = True
         try:
-            self.threshold_spin.setValue(t)
+            if abs(self.threshold_spin.value() - t) > 0.5 * 10 ** -self.threshold_spin.decimals():
+                self.threshold_spin.setValue(t)
         finally:
             self._syncing = False
+        self.refresh_counts()
+
+    def refresh_counts(self) -> None:
+        """Confusion counts, operating points and verdict column at the current threshold."""
         c = self.confusion()
         fr = f" ({c.false_reject_rate:.1%})" if c.n_good else ""
         es = f" ({c.escape_rate:.1%})" if c.n_defective else ""
@@ -431,15 +431,44 @@ class EvaluationView(QWidget):
         t = round(self.threshold(), 6)
         try:
             current = load_profile(self.profile.folder, check_files=False)
+            old = current.decision.image_threshold
             current.decision.image_threshold = t
-            file = save_profile(current, bump=True)
-        except (ProfileError, OSError) as exc:
-            self.status.setText(f"<span style='color:#c0392b'>threshold not saved: {exc}</span>")
+            where = f" on {Path(self.result.dataset).name}" if self.result is not None and self.result.dataset else ""
+            file = save_profile(current, bump=True, note=f"decision threshold {old:g} -> {t:g} from the evaluation{where}")
+        except (ProfileError, OSError, ValueError) as exc:
+            self.message.setText(f"<span style='color:#c0392b'>threshold not saved: {exc}</span>")
             return None
-        self.profile = current
-        self.status.setText(f"threshold {t:g} saved as {current.name} v{current.version}")
+        self.set_profile(current)
+        self.message.setText(f"threshold {t:g} saved as {current.name} v{current.version}")
         self.profile_saved.emit(str(current.folder), t)
         return file
+
+    # ------------------------------------------------------------------ report
+    def _export_dialog(self) -> None:
+        if self.result is None:
+            return
+        start = Path(self.profile.folder) if self.profile and self.profile.folder else Path.cwd()
+        name = f"report_{self.result.profile_name or 'eval'}_{Path(self.result.dataset).name or 'data'}.html"
+        path, _ = QFileDialog.getSaveFileName(self, "Evaluation report", str(start / name), "HTML (*.html)")
+        if path:
+            self.export_report(path)
+
+    def export_report(self, path: str | Path) -> None:
+        """Write the HTML report at the current threshold (worker job: the gallery re-inspects images)."""
+        if self.result is None:
+            return
+        result, inspector, threshold = self.result, self._inspector, self.threshold()
+        # the version that was evaluated (Apply may have saved a newer one since)
+        version = inspector.profile.version if inspector is not None else (self.profile.version if self.profile else None)
+        target = Path(path)
+
+        def job(_hub: Any, _progress: Any, _cancelled: Any) -> Path:
+            return write_html_report(result, target, threshold, inspector, profile_version=version)
+
+        self.message.setText(f"writing {target.name}…")
+        self.jobs.submit("report", job, done=lambda p: self.message.setText(f"report written: {p}"),
+                         failed=lambda msg: self.message.setText(
+                             f"<span style='color:#c0392b'>report not written: {msg}</span>"))
 
     # ------------------------------------------------------------------ detail
     def open_row(self, row: int) -> None:

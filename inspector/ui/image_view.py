@@ -5,7 +5,9 @@ Coordinates: one scene unit is one image pixel; pixel ``(row r, column c)`` cove
 The heatmap is always stretched over exactly that rectangle, whatever its own resolution, so
 it sits on the pixels it describes. Contours from masks are drawn through pixel centres.
 
-Keyboard (when the view has focus or via the main window): ``H`` heatmap on/off, ``F`` fit.
+Keyboard (when the view has focus or via the main window): ``H`` heatmap on/off, ``F`` fit,
+``+`` / ``-`` zoom in / out. Each region is labelled with what the pipeline knows (class or
+phrase, score), its centre and size in pixels; :meth:`ImageView.zoom_to_region` frames one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from inspector.detect.base import Region
+from inspector.ui.text import shrinkable, wrap_anywhere
 
 PRED_COLOR = QColor(255, 0, 0)
 GT_COLOR = QColor(255, 255, 255)
@@ -68,6 +71,12 @@ def _pen(color: QColor, width: float = 2.0, style: Qt.PenStyle = Qt.PenStyle.Sol
     pen.setCosmetic(True)  # width in screen pixels whatever the zoom
     pen.setStyle(style)
     return pen
+
+
+def region_label(r: Region) -> str:
+    """``scratch 0.87 · (48, 22) · 12×9 px`` — label, score, centre and size of the region's box."""
+    x0, y0, x1, y1 = r.box
+    return f"{r.label} {r.score:.2f} · ({(x0 + x1) // 2}, {(y0 + y1) // 2}) · {max(x1 - x0, 1)}×{max(y1 - y0, 1)} px"
 
 
 def _new_view() -> tuple[pg.GraphicsLayoutWidget, pg.ViewBox]:
@@ -117,21 +126,25 @@ class ImageView(QWidget):
         self.ref_panel.setVisible(False)
 
         # ---- controls
-        self.heat_check = QCheckBox("Heatmap (H)")
+        self.heat_check = QCheckBox("Heat (H)")
         self.heat_check.setChecked(True)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(40)
-        self.opacity.setFixedWidth(120)
+        self.opacity.setMinimumWidth(50)
+        self.opacity.setMaximumWidth(120)
         self.opacity.setToolTip("heatmap opacity")
-        self.contour_check = QCheckBox("Contours")
+        self.contour_check = QCheckBox("Contours (C)")
         self.contour_check.setChecked(True)
-        self.box_check = QCheckBox("Boxes")
+        self.box_check = QCheckBox("Boxes (X)")
         self.box_check.setChecked(True)
-        self.gt_check = QCheckBox("Ground truth")
+        self.gt_check = QCheckBox("Truth (G)")
+        self.gt_check.setToolTip("ground-truth contour (white, dashed) when the folder has masks")
         self.gt_check.setChecked(True)
-        self.ref_check = QCheckBox("Reference (B)")
+        self.ref_check = QCheckBox("Ref. (B)")
+        self.ref_check.setToolTip("nearest reference shot beside the image (B)")
         self.fit_button = QPushButton("Fit (F)")
+        self.fit_button.setToolTip("fit the image (F); + / - zoom")
         for w in (self.heat_check, self.opacity, self.contour_check, self.box_check, self.gt_check,
                   self.ref_check, self.fit_button):
             w.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -146,8 +159,10 @@ class ImageView(QWidget):
 
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
+        shrinkable(self.banner)
         self.banner.setStyleSheet("QLabel { background: #333; color: #fff; padding: 6px; font-size: 14px; }")
         self.banner.setVisible(False)
+        self.message_text = ""
 
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
@@ -181,7 +196,9 @@ class ImageView(QWidget):
         self.set_message(message)
 
     def set_message(self, text: str, error: bool = False) -> None:
-        self.banner.setText(text)
+        self.message_text = text  # as given (the banner's text has invisible break points)
+        self.banner.setText(wrap_anywhere(text))
+        self.banner.setToolTip(text)
         color = "#8b1a1a" if error else "#333"
         self.banner.setStyleSheet(f"QLabel {{ background: {color}; color: #fff; padding: 6px; font-size: 14px; }}")
         self.banner.setVisible(bool(text))
@@ -222,12 +239,14 @@ class ImageView(QWidget):
             box.setZValue(2)
             self.view.addItem(box)
             self.box_items.append(box)
-            label = pg.TextItem(f"{r.label} {r.score:.2f}", color=LABEL_COLOR, anchor=(0, 1),
+            # a region in the right half is labelled leftwards from its right edge, so the text stays on the image
+            right = self._shape is not None and x0 > self._shape[1] / 2
+            label = pg.TextItem(region_label(r), color=LABEL_COLOR, anchor=(1, 1) if right else (0, 1),
                                 fill=pg.mkBrush(0, 0, 0, 160))
             font = QFont()
             font.setPointSize(10)
             label.setFont(font)
-            label.setPos(x0, y0)
+            label.setPos(x1 if right else x0, y0)
             label.setZValue(4)
             self.view.addItem(label)
             self.label_items.append(label)
@@ -300,6 +319,32 @@ class ImageView(QWidget):
         if self._shape is not None:
             h, w = self._shape
             self.view.setRange(QRectF(0, 0, w, h), padding=0.0)
+
+    def zoom(self, factor: float) -> None:
+        """Zoom about the centre of the view (factor > 1 zooms in)."""
+        if self._shape is None or factor <= 0:
+            return
+        self.view.scaleBy((1.0 / factor, 1.0 / factor))
+
+    def zoom_in(self) -> None:
+        self.zoom(1.25)
+
+    def zoom_out(self) -> None:
+        self.zoom(0.8)
+
+    def zoom_to_region(self, index: int) -> bool:
+        """Frame region ``index`` (with a margin of half its size). False when there is no such region."""
+        if not 0 <= index < len(self._regions):
+            return False
+        x0, y0, x1, y1 = self._regions[index].box
+        w, h = max(x1 - x0, 1), max(y1 - y0, 1)
+        self.view.setRange(QRectF(x0 - w / 2, y0 - h / 2, 2 * w, 2 * h), padding=0.0)
+        return True
+
+    def visible_rect(self) -> QRectF:
+        """The image rectangle now in view (image pixels)."""
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        return QRectF(x0, y0, x1 - x0, y1 - y0)
 
     def image_to_widget(self, x: float, y: float) -> QPointF:
         """Where image point (x, y) lands in ``self.graphics`` widget pixels (for tests and tools)."""

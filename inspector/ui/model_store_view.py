@@ -1,5 +1,6 @@
-"""Model store view: which weights the manifest knows, which are installed, missing or corrupt;
-import an offline bundle; choose the compute device.
+"""Model store view: which weights the manifest knows, which are installed, missing or corrupt,
+and which profiles need each; download (where a network or a plant mirror exists) or import an
+offline bundle; choose the compute device.
 
 Checking a multi-gigabyte checkpoint streams its sha256 and takes seconds, and importing copies
 gigabytes, so both run as worker jobs with progress. The device list comes from the worker too
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -31,13 +33,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from inspector.models.store import ModelStore
+from inspector.models.store import ModelStore, ModelStoreError
+from inspector.profile import ProfileError, list_profiles, load_profile
 from inspector.settings import Settings, SettingsError
 from inspector.ui.engineer_jobs import JobClient, JobFeedback
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("model", "kind", "state", "size", "licence", "files")
+COLUMNS = ("model", "kind", "state", "needed by", "size", "licence", "files")
+STATE_COL, NEEDED_COL = 2, 3
 STATE_COLOURS = {"installed": QColor(213, 245, 227), "missing": QColor(253, 235, 208), "corrupt": QColor(250, 219, 216)}
 
 
@@ -59,6 +63,33 @@ def detect_devices() -> list[tuple[str, str]]:
             props = torch.cuda.get_device_properties(i)
             devices.append((f"cuda:{i}", f"CUDA {i}: {props.name} ({props.total_memory / 2**30:.0f} GiB)"))
     return devices
+
+
+def profiles_needing(profiles_dir: str | Path, store: ModelStore, hub: Any) -> dict[str, list[str]]:
+    """Model key -> names of the profiles under ``profiles_dir`` that load it (requirements included).
+
+    Which models a profile loads is the inspection's own rule (``Inspector.required_models``).
+    Runs in the worker (it imports the pipelines)."""
+    from inspector.inspection import Inspector
+
+    out: dict[str, list[str]] = {}
+    for folder in list_profiles(profiles_dir):
+        try:
+            prof = load_profile(folder, check_files=False)
+            wanted = [key for _kind, key in Inspector(prof, hub).required_models()]
+        except (ProfileError, ImportError, ValueError) as exc:
+            log.warning("needed-by: %s skipped: %s", folder.name, exc)
+            continue
+        for wanted_key in wanted:
+            try:
+                keys = store.with_requirements([wanted_key])
+            except (ModelStoreError, KeyError) as exc:  # a key this manifest does not know
+                log.warning("needed-by: %s: %s", folder.name, exc)
+                continue
+            for key in keys:
+                if prof.name not in out.setdefault(key, []):
+                    out[key].append(prof.name)
+    return out
 
 
 def _entry_value(entry: Any, *names: str, default: Any = "") -> Any:
@@ -96,6 +127,14 @@ class ModelStoreView(QWidget):
         self.verify_button.clicked.connect(self.verify)
         self.import_folder_button = QPushButton("Import bundle folder…")
         self.import_archive_button = QPushButton("Import bundle archive…")
+        self.download_button = QPushButton("Download")
+        self.download_button.setToolTip("Download the selected model (and what it requires) with a progress bar; "
+                                        "resumes an interrupted download and verifies the checksum")
+        self.download_button.clicked.connect(self.download_selected)
+        self.mirror_edit = QLineEdit()
+        self.mirror_edit.setPlaceholderText("mirror URL (optional): <mirror>/<key>/<file>")
+        self.mirror_edit.textChanged.connect(lambda _t: self._update_download())
+        self.table.itemSelectionChanged.connect(self._update_download)
         self.import_folder_button.clicked.connect(self._import_folder_dialog)
         self.import_archive_button.clicked.connect(self._import_archive_dialog)
         self.store_label = QLabel(f"store: {self.store.root}")
@@ -115,6 +154,8 @@ class ModelStoreView(QWidget):
         store_row = QHBoxLayout()
         store_row.addWidget(self.store_label, 1)
         store_row.addWidget(self.verify_button)
+        store_row.addWidget(self.mirror_edit)
+        store_row.addWidget(self.download_button)
         store_row.addWidget(self.import_folder_button)
         store_row.addWidget(self.import_archive_button)
         device_row = QHBoxLayout()
@@ -130,8 +171,11 @@ class ModelStoreView(QWidget):
         layout.addLayout(device_row)
         self.jobs.busy_changed.connect(self._on_busy)
 
+        self.needed: dict[str, list[str]] = {}
         self._fill_entries()
         self.refresh()
+        self.refresh_needed()
+        self._update_download()
         self.jobs.submit("devices", lambda _h, _p, _c: detect_devices(), done=self._on_devices,
                          failed=lambda msg: self.device_label.setText(msg))
 
@@ -143,7 +187,7 @@ class ModelStoreView(QWidget):
             size = _entry_value(e, "size_mb", default=None)
             url = _entry_value(e, "url", "urls", default="")
             licence = str(_entry_value(e, "licence", "license", default=""))
-            cells = (e.key, e.kind, "…", f"{size:,.0f} MB" if isinstance(size, (int, float)) else "",
+            cells = (e.key, e.kind, "…", "", f"{size:,.0f} MB" if isinstance(size, (int, float)) else "",
                      licence, ", ".join(e.files))
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -160,7 +204,80 @@ class ModelStoreView(QWidget):
 
     def state_of(self, key: str) -> str:
         row = self.row_of(key)
-        return self.table.item(row, 2).text() if row >= 0 else ""
+        return self.table.item(row, STATE_COL).text() if row >= 0 else ""
+
+    def needed_by(self, key: str) -> str:
+        row = self.row_of(key)
+        return self.table.item(row, NEEDED_COL).text() if row >= 0 else ""
+
+    def refresh_needed(self) -> None:
+        """Fill the "needed by" column from the profiles folder (worker job)."""
+        store, folder = self.store, Path(self.settings.default_profiles_dir())
+
+        def job(hub: Any, _p: Any, _c: Any) -> dict:
+            return profiles_needing(folder, store, hub)
+
+        self.jobs.submit("needed", job, done=self._on_needed, failed=lambda msg: log.warning("needed-by: %s", msg))
+
+    def _on_needed(self, needed: dict[str, list[str]]) -> None:
+        self.needed = needed
+        for row in range(self.table.rowCount()):
+            key = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+            names = needed.get(key, [])
+            item = self.table.item(row, NEEDED_COL)
+            item.setText(", ".join(names) if names else "—")
+            item.setToolTip("profiles that load this model: " + ", ".join(names) if names
+                            else "no profile in the profiles folder loads it")
+
+    # ------------------------------------------------------------------ download
+    def selected_key(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) if rows else None
+
+    def download_blocked_reason(self) -> str:
+        key = self.selected_key()
+        if key is None:
+            return "select a model to download"
+        if self.jobs.is_busy("download") or self.jobs.is_busy("import"):
+            return "a transfer is running"
+        if self.mirror_edit.text().strip():
+            return ""
+        entry = self.store.entry(key)
+        if not all(any(f in entry.urls for f in group) for group in entry.groups()):
+            return f"{key} has no download URL: enter a plant mirror, or import a bundle"
+        return ""
+
+    def _update_download(self) -> None:
+        reason = self.download_blocked_reason()
+        self.download_button.setEnabled(not reason)
+        if reason:
+            self.download_button.setToolTip(reason)
+
+    def download_selected(self) -> None:
+        key = self.selected_key()
+        if key is not None:
+            self.download(key, self.mirror_edit.text().strip() or None)
+
+    def download(self, key: str, base_url: str | None = None) -> None:
+        """Download ``key`` (and what it requires) into the store (worker job with progress)."""
+        store = self.store
+
+        def job(_hub: Any, progress: Callable[[float, str], None], _cancelled: Callable[[], bool]) -> list:
+            return list(store.download(key, base_url=base_url, progress=progress))
+
+        self.feedback.start(f"downloading {key}…")
+        self.jobs.submit("download", job, done=self._on_downloaded,
+                         failed=self._on_download_failed, progress=self.feedback.on_progress)
+
+    def _on_downloaded(self, keys: list[str]) -> None:
+        self.progress.hide()
+        self._last_action = (f"downloaded {', '.join(keys)}" if keys
+                             else "nothing to download: already installed")
+        self.status.setText(self._last_action)
+        self.refresh()
+
+    def _on_download_failed(self, msg: str) -> None:
+        self.feedback.on_failed(f"download failed: {msg} (offline? use Import bundle)")
 
     def refresh(self) -> None:
         """State of every entry (worker job: the first check of a big file hashes it)."""
@@ -202,7 +319,7 @@ class ModelStoreView(QWidget):
         for key, detail in result["details"].items():
             row = self.row_of(key)
             if row >= 0 and detail:
-                self.table.item(row, 2).setToolTip(detail)
+                self.table.item(row, STATE_COL).setToolTip(detail)
 
     def _on_states(self, states: dict[str, str]) -> None:
         self.progress.hide()
@@ -211,7 +328,7 @@ class ModelStoreView(QWidget):
             row = self.row_of(key)
             if row < 0:
                 continue
-            self.table.item(row, 2).setText(state)
+            self.table.item(row, STATE_COL).setText(state)
             colour = STATE_COLOURS.get(state, QColor(250, 219, 216))
             for col in range(self.table.columnCount()):
                 self.table.item(row, col).setBackground(QBrush(colour))
@@ -279,6 +396,7 @@ class ModelStoreView(QWidget):
 
     # ------------------------------------------------------------------ buttons
     def _on_busy(self, _name: str, _busy: bool) -> None:
-        busy = self.jobs.is_busy("import") or self.jobs.is_busy("verify")
+        busy = self.jobs.is_busy("import") or self.jobs.is_busy("verify") or self.jobs.is_busy("download")
         for b in (self.verify_button, self.import_folder_button, self.import_archive_button):
             b.setEnabled(not busy)
+        self._update_download()

@@ -14,7 +14,7 @@ pipeline    a new detector (pipeline choice)
 
 A field not in the table counts as ``prepare`` (safe: at worst the preview does more work than
 needed). A parameter section of a pipeline that is not in use changes nothing, nor do the fields
-a pipeline never reads (:data:`UNUSED_BY`: the weight-free pipeline has no prompts). A detector class
+a pipeline never reads (:func:`unused_fields`: the weight-free pipeline has no prompts). A detector class
 may declare more finish-only parameters with a class attribute ``finish_params`` (dotted paths,
 e.g. ``("variation.smoothing_sigma",)``).
 
@@ -23,6 +23,7 @@ e.g. ``("variation.smoothing_sigma",)``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -38,7 +39,7 @@ from inspector.detect.base import Progress
 from inspector.imaging import read_image
 from inspector.inspection import Inspection, Inspector
 from inspector.models.hub import ModelHub
-from inspector.profile import PIPELINES, ProductProfile
+from inspector.profile import PIPELINES, ProductProfile, model_fields_read
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ CHANGE_EFFECTS: dict[str, Effect] = {
     "version": "none",
     "description": "none",
     "author": "none",
+    "change_note": "none",
+    "saved_at": "none",
     "reason_codes": "none",
     "decision": "finish",
     "roi": "finish",
@@ -66,10 +69,50 @@ CHANGE_EFFECTS: dict[str, Effect] = {
     "pipeline": "pipeline",
 }
 
-# profile fields a pipeline never reads: changing them changes nothing in its preview
-UNUSED_BY: dict[str, tuple[str, ...]] = {
-    "variation": ("object", "prompts", "properties", "image_scales", "models"),
-}
+# profile fields a pipeline never reads: changing them changes nothing in its preview. A detector
+# class may declare them itself (``unused_fields``, dotted paths); otherwise they follow from the
+# model kinds it loads (``requires``): prompts are read by text encoders (CLIP, GroundingDINO), the
+# SAA property prompts by the grounding pipeline, the image scales by CLIP maps, ``models.<kind>``
+# only where that kind is loaded.
+TEXT_ENCODERS = ("clip", "grounding")
+OPTIONAL_MODELS: dict[str, tuple[str, ...]] = {"clipsam": ("adapter",)}  # loaded with clipsam.map_provider=aprilgan
+MODEL_KINDS = ("clip", "sam", "grounding", "backbone", "adapter")
+
+
+def _detector_attr(pipeline: str, name: str, default: Any) -> Any:
+    try:
+        return getattr(detector_class(pipeline), name, default)
+    except (ImportError, ValueError):  # detector module not installed / unknown pipeline
+        return default
+
+
+@functools.lru_cache(maxsize=32)
+def unused_fields(pipeline: str) -> tuple[str, ...]:
+    """Dotted profile fields (or sections) the pipeline never reads (asks the detector class)."""
+    declared = _detector_attr(pipeline, "unused_fields", None)
+    if declared is not None:
+        return tuple(declared)
+    requires = set(_detector_attr(pipeline, "requires", ()))
+    optional = set(_detector_attr(pipeline, "optional_requires", OPTIONAL_MODELS.get(pipeline, ())))
+    out: list[str] = []
+    if not requires & set(TEXT_ENCODERS):
+        out += ["object", "prompts"]
+    if "grounding" not in requires:
+        out.append("properties")
+    if "clip" not in requires:
+        out.append("image_scales")
+    try:  # which models.<kind> keys the detector actually reads (not e.g. a backbone from its own params)
+        read = set(model_fields_read(pipeline, detector_class(pipeline).required_models)) | optional
+    except (ImportError, ValueError, AttributeError):
+        read = requires | optional
+    out += [f"models.{kind}" for kind in MODEL_KINDS if kind not in read]
+    return tuple(out)
+
+
+def reads_field(pipeline: str, path: str) -> bool:
+    """False when ``pipeline`` never reads the dotted field ``path`` (nor anything under it)."""
+    return not any(path == u or path.startswith(u + ".") for u in unused_fields(pipeline))
+
 
 # parameter sections each pipeline reads (CLIP→SAM takes its map from FADE)
 SECTIONS_USED: dict[str, frozenset[str]] = {
@@ -78,6 +121,14 @@ SECTIONS_USED: dict[str, frozenset[str]] = {
     "clipsam": frozenset({"clipsam", "fade"}),
     "variation": frozenset({"variation"}),
 }
+
+
+def sections_used(pipeline: str) -> frozenset[str]:
+    """Parameter sections the pipeline reads: the detector's ``param_sections``, else the table, else its own."""
+    declared = _detector_attr(pipeline, "param_sections", None)
+    if declared is not None:
+        return frozenset(declared)
+    return SECTIONS_USED.get(pipeline, frozenset({pipeline}))
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -107,10 +158,10 @@ def field_effect(path: str, pipeline: str, extra_finish: Iterable[str] = ()) -> 
     if any(path == p or path.startswith(p + ".") for p in extra_finish):
         return "finish"
     head = path.split(".", 1)[0]
-    if head in UNUSED_BY.get(pipeline, ()):
+    if not reads_field(pipeline, path):
         return "none"
     if head in PIPELINES:
-        return "prepare" if head in SECTIONS_USED.get(pipeline, {pipeline}) else "none"
+        return "prepare" if head in sections_used(pipeline) else "none"
     best, best_len = "prepare", -1
     for prefix, effect in CHANGE_EFFECTS.items():
         if (path == prefix or path.startswith(prefix + ".")) and len(prefix) > best_len:

@@ -53,6 +53,8 @@ class PreviewPanel(QWidget):
         self._image_shape: tuple[int, int] | None = None
         self._roi_item: pg.PolyLineROI | None = None
         self._silent = False
+        self.start_dir = ""
+        """Where the sample-image dialog opens (the editor sets the profile folder)."""
 
         self.sample_combo = QComboBox()
         self.sample_combo.setMinimumContentsLength(24)
@@ -109,6 +111,16 @@ class PreviewPanel(QWidget):
         if select:
             self.sample_combo.setCurrentIndex(idx)
 
+    def clear_samples(self) -> None:
+        """Forget the samples of the previous profile (another product looks different)."""
+        self.sample_combo.blockSignals(True)
+        self.sample_combo.clear()
+        self.sample_combo.blockSignals(False)
+        self._image_shape = None
+        self.image_view.set_message("pick a sample image of this product")
+        self.verdict_label.setText("no preview yet")
+        self.effect_label.setText("")
+
     def _on_combo(self, _index: int) -> None:
         path = self.sample_path()
         if not path:
@@ -123,7 +135,7 @@ class PreviewPanel(QWidget):
 
     def _open_dialog(self) -> None:
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS)
-        path, _ = QFileDialog.getOpenFileName(self, "Sample image", "", f"Images ({pattern})")
+        path, _ = QFileDialog.getOpenFileName(self, "Sample image", self.start_dir, f"Images ({pattern})")
         if path:
             self.add_sample(path)
 

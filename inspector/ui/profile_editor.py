@@ -13,6 +13,7 @@ model work is a worker job, the UI thread never runs a model.
 from __future__ import annotations
 
 import copy
+import getpass
 import logging
 import re
 import shutil
@@ -38,6 +39,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -56,7 +58,7 @@ from inspector.profile import (
 )
 from inspector.settings import Settings
 from inspector.ui.engineer_jobs import JobClient
-from inspector.ui.preview import SECTIONS_USED, PreviewEngine, PreviewResult
+from inspector.ui.preview import PreviewEngine, PreviewResult, reads_field, sections_used
 from inspector.ui.preview_panel import PreviewPanel
 from inspector.ui.reference_shots import ReferenceShotsWidget
 
@@ -66,8 +68,9 @@ PREVIEW_DELAY_MS = 250
 """Typing pauses this long before the preview re-runs."""
 CPU_SLOW_SCALE = 896
 """FADE at this scale takes about a minute per image on a 2-core CPU."""
-MAP_PIPELINES = ("fade", "clipsam")  # pipelines whose maps are computed at the profile's image scales
 ERROR_STYLE = "color: #c0392b"
+ALWAYS_SHOWN = ("name", "object", "pipeline", "description", "author", "decision", "reason_codes")
+"""Fields shown whatever the pipeline; the rest are hidden where the pipeline never reads them."""
 
 # (group title, field paths); parameter sections are appended per pipeline
 GROUPS: list[tuple[str, list[str]]] = [
@@ -140,6 +143,44 @@ class FieldEditor:
     set: Callable[[Any], None]
 
 
+def _error_label(lines: int = 1) -> QLabel:
+    """A red message line whose space stays reserved when hidden, so the form never moves under the
+    pointer; long text is cut at the edge and shown whole in the tooltip."""
+    label = QLabel("")
+    label.setStyleSheet(ERROR_STYLE)
+    label.setWordWrap(lines > 1)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    policy = label.sizePolicy()
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+    policy.setRetainSizeWhenHidden(True)
+    label.setSizePolicy(policy)
+    label.setFixedHeight(lines * label.fontMetrics().lineSpacing() + 2)
+    label.hide()
+    return label
+
+
+def _show_error(label: QLabel, text: str) -> None:
+    label.setText(text)
+    label.setToolTip(text)
+    label.setVisible(bool(text))
+
+
+def ask_change_note(parent: QWidget, title: str) -> str | None:
+    """Modal prompt for the change note of a new version; None when cancelled."""
+    note, ok = QInputDialog.getMultiLineText(parent, "Save new version",
+                                             f"{title}\nWhat changed, and why? (kept with the version)")
+    return note.strip() if ok else None
+
+
+def _plain_location(sub: str) -> str:
+    """``1`` -> ``entry 2``; ``0.1`` -> ``entry 1, value 2`` (list positions are 0-based in the validator)."""
+    parts = sub.split(".")
+    if all(p.isdigit() for p in parts):
+        names = ["entry", "value", "item"]
+        return ", ".join(f"{names[min(i, 2)]} {int(p) + 1}" for i, p in enumerate(parts))
+    return sub
+
+
 def _lines(text: str) -> list[str]:
     return [s.strip() for s in text.splitlines() if s.strip()]
 
@@ -182,6 +223,9 @@ class ProfileEditor(QWidget):
         self.device_type: str | None = None
         self.fields: dict[str, FieldEditor] = {}
         self._section_boxes: dict[str, QGroupBox] = {}
+        self._rows: dict[str, tuple[QGroupBox, QFormLayout, QWidget]] = {}
+        self.note_prompt: Callable[[QWidget, str], str | None] = ask_change_note
+        """Asks for the change note at Save (None = cancel); tests replace it."""
 
         # ---- top bar
         self.profile_combo = QComboBox()
@@ -190,18 +234,19 @@ class ProfileEditor(QWidget):
         self.new_button = QPushButton("New…")
         self.duplicate_button = QPushButton("Duplicate…")
         self.revert_button = QPushButton("Revert")
-        self.save_button = QPushButton("Save")
-        self.save_button.setToolTip("Save as a new version; the previous one stays as profile.v<N>.yaml")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save as a new version with a change note; the previous one stays as "
+                                    "profile.v<N>.yaml")
+        self.history_button = QPushButton("History…")
+        self.history_button.setToolTip("Versions with author, date and note; compare any two; roll back")
+        self.history_button.clicked.connect(self.open_history)
         self.new_button.clicked.connect(self._new_dialog)
         self.duplicate_button.clicked.connect(self._duplicate_dialog)
         self.revert_button.clicked.connect(self.revert)
-        self.save_button.clicked.connect(self.save)
+        self.save_button.clicked.connect(self._save_clicked)
         self.version_label = QLabel("")
         self.dirty_label = QLabel("")
-        self.general_error = QLabel("")
-        self.general_error.setStyleSheet(ERROR_STYLE)
-        self.general_error.setWordWrap(True)
-        self.general_error.hide()
+        self.general_error = _error_label()
         self.cpu_warning = QLabel(
             f"⚠ The {CPU_SLOW_SCALE} px scale runs on the CPU here: about one minute per image on 2 cores. "
             "Drop it from the image scales or use a CUDA device."
@@ -214,7 +259,7 @@ class ProfileEditor(QWidget):
         top.addWidget(QLabel("Profile"))
         top.addWidget(self.profile_combo, 1)
         for w in (self.version_label, self.dirty_label, self.new_button, self.duplicate_button,
-                  self.revert_button, self.save_button):
+                  self.history_button, self.revert_button, self.save_button):
             top.addWidget(w)
 
         # ---- form
@@ -284,16 +329,14 @@ class ProfileEditor(QWidget):
             v.addWidget(fe.widget)
             v.addWidget(fe.error)
             form.addRow(_pretty(path), cell)
+            self._rows[path] = (box, form, cell)
         return box
 
     def _make_field(self, path: str) -> FieldEditor:
         info = _field_info(path)
         ann, optional = _unwrap_optional(info.annotation)
         origin = typing.get_origin(ann)
-        error = QLabel("")
-        error.setStyleSheet(ERROR_STYLE)
-        error.setWordWrap(True)
-        error.hide()
+        error = _error_label()
         tip = HINTS.get(path) or info.description or ""
 
         if origin is typing.Literal:
@@ -390,9 +433,15 @@ class ProfileEditor(QWidget):
         return profile
 
     def _adopt(self, profile: ProductProfile) -> None:
+        switched = self.profile is None or self.profile.folder != profile.folder
         self.profile = profile
         self._base = profile.to_yaml_dict()
         self._loading = True
+        if switched:  # another product: its samples, shot counts and dialogs start afresh
+            self.preview.clear_samples()
+            self.preview.start_dir = str(profile.folder) if profile.folder else ""
+            self.references.reset_status()
+            self.general_error.hide()
         try:
             for path, fe in self.fields.items():
                 fe.set(_get_in(self._base, path))
@@ -428,7 +477,8 @@ class ProfileEditor(QWidget):
             if (target / PROFILE_FILE).exists():
                 raise ProfileError(f"{target / PROFILE_FILE} already exists; pick another name")
             data = source.to_yaml_dict()
-            data.update(name=new_name, version=1)
+            data.update(name=new_name, version=1,
+                        change_note=f"duplicated from {self.profile.name} v{self.profile.version}")
             dup = profile_from_dict(data, f"{new_name}/{PROFILE_FILE}")
             shutil.copytree(self.profile.folder, target, dirs_exist_ok=False,
                             ignore=shutil.ignore_patterns("profile.yaml", "profile.v*.yaml", "*.tmp"))
@@ -445,7 +495,8 @@ class ProfileEditor(QWidget):
         obj, ok = QInputDialog.getText(self, "New profile", "Object name used in prompts (e.g. bottle):")
         if not ok or not obj:
             return
-        pipeline, ok = QInputDialog.getItem(self, "New profile", "Pipeline:", list(PIPELINES), 3, False)
+        default = PIPELINES.index(ProductProfile.model_fields["pipeline"].default)
+        pipeline, ok = QInputDialog.getItem(self, "New profile", "Pipeline:", list(PIPELINES), default, False)
         if ok:
             self.new_profile(name.strip(), obj.strip(), pipeline)
 
@@ -503,13 +554,13 @@ class ProfileEditor(QWidget):
             if target is None:
                 general.append(f"{loc}: {msg}")
             else:
-                per_field.setdefault(target, []).append(msg if loc == target else f"{loc[len(target) + 1:]}: {msg}")
+                sub = _plain_location(loc[len(target) + 1:])
+                per_field.setdefault(target, []).append(msg if loc == target else f"{sub}: {msg}")
         for path, msgs in per_field.items():
             if path == "roi":
                 self.preview.set_roi_error("ROI: " + "; ".join(msgs))
             else:
-                self.fields[path].error.setText("; ".join(msgs))
-                self.fields[path].error.show()
+                _show_error(self.fields[path].error, "; ".join(msgs))
         if general:
             self._show_general_error("\n".join(general))
 
@@ -525,8 +576,7 @@ class ProfileEditor(QWidget):
         return fe.error.text() if not fe.error.isHidden() else ""
 
     def _show_general_error(self, text: str) -> None:
-        self.general_error.setText(text)
-        self.general_error.show()
+        _show_error(self.general_error, text)
 
     def is_dirty(self) -> bool:
         """True when the form differs from the saved profile (an invalid form always differs)."""
@@ -540,6 +590,7 @@ class ProfileEditor(QWidget):
         dirty = self.profile is not None and (
             self._candidate is None or self._candidate.to_yaml_dict() != self._base)
         self.dirty_label.setText("● unsaved" if dirty else "")
+        self.history_button.setEnabled(self.profile is not None and self.profile.folder is not None)
         self.save_button.setEnabled(self._candidate is not None and dirty)
         self.revert_button.setEnabled(dirty)
         self._update_sections()
@@ -565,19 +616,36 @@ class ProfileEditor(QWidget):
             self.request_preview()
 
     def _update_sections(self) -> None:
+        """Show only what the chosen pipeline reads (the detector class says; see ui.preview)."""
         pipeline = self.fields["pipeline"].get()
-        used = SECTIONS_USED.get(pipeline, frozenset({pipeline}))
+        used = sections_used(pipeline)
         for section, box in self._section_boxes.items():
             box.setVisible(section in used)
+        boxes: dict[QGroupBox, bool] = {}
+        for path, (box, form, cell) in self._rows.items():
+            head = path.split(".", 1)[0]
+            if head in self._section_boxes:
+                continue
+            visible = head in ALWAYS_SHOWN or path in ALWAYS_SHOWN or reads_field(pipeline, path)
+            form.setRowVisible(cell, visible)
+            boxes[box] = boxes.get(box, False) or visible
+        for box, any_visible in boxes.items():
+            box.setVisible(any_visible)
+
+    def field_shown(self, path: str) -> bool:
+        """Whether a field's row (and its group) is shown for the chosen pipeline."""
+        box, form, cell = self._rows[path]
+        row, _role = form.getWidgetPosition(cell)
+        return not box.isHidden() and form.isRowVisible(row)
 
     def _update_cpu_warning(self) -> None:
         pipeline = self.fields["pipeline"].get()
         scales = [s for s in self.fields["image_scales"].get() if isinstance(s, int)]
-        slow = pipeline in MAP_PIPELINES and any(s >= CPU_SLOW_SCALE for s in scales)
+        slow = reads_field(pipeline, "image_scales") and any(s >= CPU_SLOW_SCALE for s in scales)
         self.cpu_warning.setVisible(slow and self.device_type == "cpu")
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.duplicate_button, self.preview, self.references):
+        for w in (self.duplicate_button, self.history_button, self.preview, self.references):
             w.setEnabled(on)
         for fe in self.fields.values():
             fe.widget.setEnabled(on)
@@ -586,15 +654,29 @@ class ProfileEditor(QWidget):
             self.revert_button.setEnabled(False)
 
     # ------------------------------------------------------------------ save
-    def save(self) -> Path | None:
-        """Save the candidate as the next version; refuses (and shows why) when it is invalid."""
+    def _save_clicked(self) -> None:
+        self.save_with_prompt()
+
+    def save_with_prompt(self, parent: QWidget | None = None) -> Path | None:
+        """Ask for the change note, then save; None when cancelled or refused."""
+        if self.profile is None or self.validate() is None:
+            return None
+        note = self.note_prompt(parent or self, f"{self.profile.name}: v{self.profile.version} → "
+                                                f"v{self.profile.version + 1}")
+        if note is None:
+            return None
+        return self.save(note)
+
+    def save(self, note: str = "") -> Path | None:
+        """Save the candidate as the next version with ``note``; refuses (and shows why) when invalid."""
         candidate = self.validate()
         if candidate is None or self.profile is None:
             return None
         if not self.is_dirty():
             return self.profile.folder / PROFILE_FILE if self.profile.folder else None
         try:
-            file = save_profile(candidate, self.profile.folder, bump=True)
+            file = save_profile(candidate, self.profile.folder, bump=True, note=note,
+                                author=self.settings_author())
         except (ProfileError, OSError) as exc:
             self._show_general_error(f"not saved: {exc}")
             return None
@@ -613,6 +695,34 @@ class ProfileEditor(QWidget):
     def revert(self) -> None:
         if self.profile is not None:
             self._adopt(self.profile)
+
+    def settings_author(self) -> str | None:
+        """Who saves: the profile's author field as typed, else the login name."""
+        typed = str(self.fields["author"].get() or "").strip()
+        if typed:
+            return typed
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            return None
+
+    def open_history(self) -> None:
+        """Versions, field-by-field diff and rollback of the open profile."""
+        if self.profile is None or self.profile.folder is None:
+            return
+        from inspector.ui.profile_history import ProfileHistoryDialog
+
+        dialog = ProfileHistoryDialog(self.profile.folder, self, author=self.settings_author())
+        dialog.rolled_back.connect(self._on_rolled_back)
+        dialog.exec()
+
+    def _on_rolled_back(self, folder: str) -> None:
+        if self.is_dirty():
+            saved = load_profile(folder, check_files=False)
+            self.rebase(saved)
+        else:
+            self.load(folder)
+        self.profile_saved.emit(folder)
 
     def set_threshold(self, value: float) -> None:
         """Put a decision threshold into the form (e.g. from the evaluation view)."""

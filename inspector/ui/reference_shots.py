@@ -4,6 +4,10 @@ and the rebuild of the profile's memory bank / statistics in the worker with a p
 Files are copied into the profile folder by :mod:`inspector.profile_refs` (content-hash names);
 the widget only edits the list and reports it with :attr:`ReferenceShotsWidget.shots_changed`.
 Copying, decoding and the rebuild all run as worker jobs, so big images never freeze the UI.
+
+:meth:`ReferenceShotsWidget.add_image` (the station's "+ Reference shot") stages a frame in the
+shown profile; the files it *created* are removed again when the profile is shown anew without
+them (Revert, or another profile opened without saving), so a discarded shot leaves nothing on disk.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from PySide6.QtWidgets import (
 
 from inspector.imaging import IMAGE_EXTENSIONS, ImageReadError, read_image
 from inspector.profile import ProductProfile
-from inspector.profile_refs import add_reference_folder, add_reference_shots, remove_reference_shots
+from inspector.profile_refs import (
+    ReferenceShotError,
+    add_reference_folder,
+    add_reference_image,
+    add_reference_shots,
+    remove_reference_shots,
+)
 from inspector.ui.engineer_jobs import JobClient, JobFeedback
 from inspector.ui.preview import PreviewEngine
 
@@ -71,6 +81,7 @@ class ReferenceShotsWidget(QWidget):
         self.engine = engine
         self.current_image = current_image or (lambda: None)
         self.profile: ProductProfile | None = None
+        self._created: list[Path] = []  # files add_image wrote that no saved profile uses yet
 
         self.list = QListWidget()
         self.list.setViewMode(QListWidget.ViewMode.IconMode)
@@ -117,9 +128,57 @@ class ReferenceShotsWidget(QWidget):
 
     # ------------------------------------------------------------------ profile
     def set_profile(self, profile: ProductProfile | None) -> None:
-        """Show the shots of ``profile`` (a saved profile: it has a folder)."""
+        """Show the shots of ``profile`` (a saved profile: it has a folder).
+
+        Files staged by :meth:`add_image` that ``profile`` does not use are deleted (the edit that
+        added them was reverted or discarded)."""
+        self._discard_created(profile)
         self.profile = _copy(profile) if profile is not None else None
         self._refresh()
+
+    def _discard_created(self, profile: ProductProfile | None) -> None:
+        keep = set()
+        if profile is not None and profile.folder is not None:
+            keep = {(Path(profile.folder) / rel).resolve() for rel in profile.reference_shots}
+        for path in self._created:
+            if path.resolve() not in keep:
+                try:
+                    path.unlink(missing_ok=True)
+                    log.info("staged reference shot %s removed (not saved)", path)
+                except OSError as exc:
+                    log.warning("could not remove the unsaved reference shot %s: %s", path, exc)
+        self._created = []
+
+    def add_image(self, image: np.ndarray) -> str | None:
+        """Stage a decoded RGB image as a new reference shot of the shown profile (saved with the profile)."""
+        if self.profile is None or self.profile.folder is None:
+            self.status.setText("open a profile first")
+            return None
+        draft = _copy(self.profile)
+        before = set(draft.reference_shots)
+        existing = {p.name for p in (Path(draft.folder) / "references").glob("*")} if draft.folder else set()
+        try:
+            rel = add_reference_image(draft, image)
+        except (ReferenceShotError, OSError) as exc:
+            self.status.setText(str(exc))
+            return None
+        path = Path(draft.folder) / rel  # type: ignore[arg-type]
+        if path.name not in existing:
+            self._created.append(path)
+        if rel in before:
+            self.status.setText(f"{rel} is already a reference shot")
+        else:
+            self.status.setText(f"reference shot {rel} added (save the profile to keep it)")
+        self.set_shots(list(draft.reference_shots))
+        return rel
+
+    def reset_status(self) -> None:
+        """Clear the previous profile's messages (shot counts, refused files)."""
+        self.status.setText("")
+        self.refused.hide()
+
+    def _start_dir(self) -> str:
+        return str(self.profile.folder) if self.profile is not None and self.profile.folder else ""
 
     def shots(self) -> list[str]:
         return list(self.profile.reference_shots) if self.profile else []
@@ -131,7 +190,8 @@ class ReferenceShotsWidget(QWidget):
             return
         folder = self.profile.folder
         for rel in self.profile.reference_shots:
-            item = QListWidgetItem(Path(rel).name[:8])
+            stem = Path(rel).stem
+            item = QListWidgetItem((stem.rsplit("_", 1)[0] if "_" in stem else stem)[:14])  # name without the hash
             item.setData(Qt.ItemDataRole.UserRole, rel)
             item.setToolTip(rel)
             self.list.addItem(item)
@@ -234,12 +294,12 @@ class ReferenceShotsWidget(QWidget):
 
     def _add_files_dialog(self) -> None:
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS)
-        paths, _ = QFileDialog.getOpenFileNames(self, "Reference shots", "", f"Images ({pattern})")
+        paths, _ = QFileDialog.getOpenFileNames(self, "Reference shots", self._start_dir(), f"Images ({pattern})")
         if paths:
             self.add_files(paths)
 
     def _add_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of good images")
+        folder = QFileDialog.getExistingDirectory(self, "Folder of good images", self._start_dir())
         if folder:
             self.add_folder(folder)
 

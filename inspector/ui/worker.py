@@ -32,23 +32,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
-from inspector.imaging import ImageReadError, array_sha256, file_sha256, read_image
-from inspector.inspection import Inspection, Inspector
+from inspector.imaging import array_sha256, file_sha256
+from inspector.inspection import Inspector
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, load_profile
 from inspector.settings import Settings
 from inspector.sources import FolderSource, Frame, FrameGrabber, Source, read_ground_truth
+from inspector.station.references import ReferenceMatcher
+from inspector.station.result import StationResult, is_video, part_path
 from inspector.ui import gc_guard
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 JobFn = Callable[[ModelHub, Progress, Callable[[], bool]], Any]
-THUMB = 32  # side of the grey thumbnails used to find the nearest reference shot
 
 
 @dataclass
@@ -62,25 +61,6 @@ class ProfileInfo:
     generation: int
     references: list[Path] = field(default_factory=list)
     model_keys: list[str] = field(default_factory=list)  # "kind:key" of the networks loaded
-
-
-@dataclass
-class StationResult:
-    """One inspected frame: the frame, the inspection (or the error), and what to show beside it."""
-
-    frame: Frame
-    key: int
-    generation: int
-    inspection: Inspection | None = None
-    error: str | None = None
-    gt_mask: np.ndarray | None = None
-    reference: np.ndarray | None = None  # nearest reference shot, resized to the frame
-    reference_path: Path | None = None
-    live: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.inspection is not None and self.error is None
 
 
 @dataclass
@@ -145,7 +125,7 @@ class StationWorker(QObject):
         self._profile: ProductProfile | None = None
         self._profile_target: str | Path | ProductProfile | None = None
         self._generation = 0
-        self._refs: list[tuple[Path, np.ndarray, np.ndarray]] = []  # path, thumbnail, image
+        self._refs = ReferenceMatcher()
         self._grabber: FrameGrabber | None = None
         self._grabber_reported = False
         self._live_key = 0
@@ -384,65 +364,40 @@ class StationWorker(QObject):
 
     # ------------------------------------------------------------------ profile
     def _load(self, target: str | Path | ProductProfile) -> None:
-        self._profile_target = target
-        self._generation += 1
-        generation = self._generation
-        self._inspector = None
-        self._profile = None
-        self._refs = []
+        """Build and prepare ``target``; the working profile keeps inspecting until it is ready.
+
+        On failure the previous profile (if any) stays loaded and ``profile_failed`` says why."""
         name = target.name if isinstance(target, ProductProfile) else str(target)
         t0 = time.perf_counter()
         self.models_loading.emit(0.0, f"loading profile {name}")
         try:
             profile = target if isinstance(target, ProductProfile) else load_profile(target)
-            self._profile = profile
             inspector = Inspector(profile, self.hub)
-            inspector.check_weights()  # fail fast, before building any network
+            check_all_weights(inspector)  # fail fast, naming every missing model, before building any
 
             def progress(frac: float, msg: str = "") -> None:
                 self.models_loading.emit(float(frac), str(msg))
 
             inspector.prepare(progress)
-            self._refs = self._load_references(profile)
+            refs = ReferenceMatcher.from_profile(profile)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the station usable
             log.exception("loading profile %s failed", name)
-            self._profile = None
             self.models_loading.emit(1.0, "")
             self.profile_failed.emit(_failure_text(name, exc))
             return
+        self._generation += 1
+        self._profile_target = target
+        self._profile = profile
         self._inspector = inspector
+        self._refs = refs
         self.models_loading.emit(1.0, "ready")
         self.profile_ready.emit(
             ProfileInfo(
                 profile=profile, folder=profile.folder, device=self.hub.describe(),
-                seconds=time.perf_counter() - t0, generation=generation,
-                references=[p for p, _, _ in self._refs], model_keys=inspector.model_keys(),
+                seconds=time.perf_counter() - t0, generation=self._generation,
+                references=refs.paths, model_keys=inspector.model_keys(),
             )
         )
-
-    def _load_references(self, profile: ProductProfile) -> list[tuple[Path, np.ndarray, np.ndarray]]:
-        refs = []
-        if profile.folder is None:
-            return refs
-        for path in profile.reference_paths():
-            try:
-                img = read_image(path, max_side=1024)
-            except ImageReadError as exc:
-                log.warning("reference shot skipped: %s", exc)
-                continue
-            refs.append((path, _thumb(img), img))
-        return refs
-
-    def _nearest_reference(self, image: np.ndarray) -> tuple[Path | None, np.ndarray | None]:
-        if not self._refs:
-            return None, None
-        thumb = _thumb(image)
-        dists = [float(np.abs(thumb - t).mean()) for _, t, _ in self._refs]
-        path, _, img = self._refs[int(np.argmin(dists))]
-        h, w = image.shape[:2]
-        if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        return path, img
 
     # ------------------------------------------------------------------ inspection
     def _inspect(self, task: _Inspect) -> None:
@@ -467,16 +422,19 @@ class StationWorker(QObject):
             return
         assert frame.image is not None
         try:
-            sha = file_sha256(frame.path) if frame.path is not None else array_sha256(frame.image)
-            res.inspection = inspector.inspect(frame.image, frame.path, sha)
+            if frame.path is not None and not is_video(frame.path):
+                sha = file_sha256(frame.path)
+            else:  # a camera frame or a frame of a video file: the hash of the frame itself
+                sha = array_sha256(frame.image)
+            res.inspection = inspector.inspect(frame.image, part_path(frame), sha)
         except Exception as exc:  # noqa: BLE001 - a pipeline crash must not stop the station
             log.exception("pipeline %s failed on %s", inspector.pipeline, frame.name)
             res.error = f"{frame.name}: the {inspector.pipeline} pipeline failed ({type(exc).__name__}: {exc})"
             self.result.emit(res)
             return
-        if frame.path is not None:
+        if frame.path is not None and not is_video(frame.path):
             res.gt_mask = read_ground_truth(frame.path, frame.image.shape[:2])
-        res.reference_path, res.reference = self._nearest_reference(frame.image)
+        res.reference_path, res.reference = self._refs.nearest(frame.image)
         self.result.emit(res)
 
     # ------------------------------------------------------------------ jobs
@@ -509,15 +467,60 @@ class StationWorker(QObject):
                 self._cancelled.discard(tag)
 
 
-def _thumb(img: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+def missing_weights(hub: ModelHub, folders: list[Path]) -> dict[str, list[str]]:
+    """Profile folder -> the model keys it needs that are not installed (no network is built)."""
+    out: dict[str, list[str]] = {}
+    for folder in folders:
+        try:
+            profile = load_profile(folder, check_files=False)
+            missing = missing_models(Inspector(profile, hub))
+        except Exception as exc:  # noqa: BLE001 - a broken profile is reported when it is picked
+            log.debug("weights pre-flight of %s: %s", folder, exc)
+            continue
+        if missing:
+            out[str(folder)] = missing
+    return out
+
+
+def _missing(inspector: Inspector) -> list[Exception]:
+    """The store's ModelMissingError for every model the inspector needs that is not installed."""
+    from inspector.models.store import ModelMissingError
+
+    keys = [key for kind, key in inspector.required_models() if not inspector.hub.is_provided(kind, key)]
+    if not keys:
+        return []
+    store = inspector.hub.model_store()
+    errors: list[Exception] = []
+    for key in store.with_requirements(keys):
+        try:
+            store.path(key)
+        except ModelMissingError as exc:
+            errors.append(exc)
+    return errors
+
+
+def missing_models(inspector: Inspector) -> list[str]:
+    """Every model key the inspector needs whose weights are not installed (not only the first)."""
+    return [str(getattr(e, "key", "") or e) for e in _missing(inspector)]
+
+
+class MissingWeightsError(RuntimeError):
+    """Several models are missing: every one is named, each with the store's own message."""
+
+
+def check_all_weights(inspector: Inspector) -> None:
+    """Like ``Inspector.check_weights`` but naming every missing model at once."""
+    errors = _missing(inspector)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise MissingWeightsError(f"{len(errors)} models are not installed:\n" + "\n".join(f"• {e}" for e in errors))
 
 
 def _failure_text(name: str, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     kind = type(exc).__name__
-    if kind == "ModelMissingError":
+    if kind in ("ModelMissingError", "MissingWeightsError"):
         hint = "Install the weights as the message says (or import an offline bundle in Engineer → Models), " \
                "or pick a profile that uses the weight-free 'variation' pipeline."
     elif kind == "ProfileError":

@@ -20,7 +20,7 @@ TINY_CLIP_IMAGE_SIZE = 240  # same positional grid (15x15) as ViT-B-16-plus-240
 def tiny_clip(seed: int = 0, layers: int = 4, width: int = 64, embed_dim: int = 32):
     """open_clip ``CLIP`` with a ViT-B-16-plus-240 *shape* (patch 16, 240 px) but tiny widths.
 
-    GEM covers the last half of the blocks (6 of 12 in the real model; ``layers // 2`` here).
+    GEM covers the last 6 blocks (6 of 12 in the real model; all of them at this depth).
     """
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 

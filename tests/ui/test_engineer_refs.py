@@ -41,7 +41,7 @@ def test_import_copies_files_and_rebuilds_bank(qtbot, editor: ProfileEditor, wid
     assert "broken.png: " in refs.refused.text()
 
     digest = hashlib.sha256(shots[2].read_bytes()).hexdigest()[:16]
-    new_rel = f"references/{digest}.png"
+    new_rel = f"references/{shots[2].stem}_{digest}.png"  # its name and its hash
     folder = widget_profile.folder
     assert (folder / new_rel).read_bytes() == shots[2].read_bytes()
     assert refs.shots() == [*widget_profile.reference_shots, new_rel]

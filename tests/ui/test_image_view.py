@@ -95,10 +95,31 @@ def test_contours_boxes_and_ground_truth_follow_the_mask(view: ImageView) -> Non
     assert (box.left(), box.top(), box.width(), box.height()) == (30, 5, 10, 5)
     g = view.gt_items[0].path().boundingRect()
     assert (g.left(), g.top(), g.right(), g.bottom()) == (0.5, 0.5, 3.5, 2.5)
-    assert view.label_items[0].toPlainText() == "scratch 0.90"
+    # item 13: what the pipeline knows, the box centre ((30+40)//2, (5+10)//2) and its size
+    assert view.label_items[0].toPlainText() == "scratch 0.90 · (35, 7) · 10×5 px"
     view.contour_check.setChecked(False)
     assert not view.contour_items[0].isVisible()
     view.toggle_heatmap()
     assert not view.heat_item.isVisible()
     view.toggle_reference()
     assert view.ref_panel.isVisible()
+
+
+def test_zoom_keys_and_zoom_to_region(qtbot) -> None:
+    from inspector.ui.image_view import ImageView
+
+    view = ImageView()
+    qtbot.addWidget(view)
+    view.resize(400, 300)
+    view.show()
+    image = np.zeros((H, W, 3), np.uint8)
+    region = Region(box=(30, 5, 40, 10), score=0.9, label="scratch", area_px=50, mask=None)
+    view.show_inspection(image, None, [region])
+    full = view.visible_rect()
+    view.zoom_in()
+    assert view.visible_rect().width() == pytest.approx(full.width() / 1.25, rel=0.02)
+    view.zoom_out()
+    assert view.visible_rect().width() == pytest.approx(full.width(), rel=0.02)
+    assert view.zoom_to_region(0) and not view.zoom_to_region(5)
+    shown = view.visible_rect()
+    assert shown.contains(35, 7.5) and shown.height() <= 2 * 5 + 1 or shown.width() <= 2 * 10 + 1

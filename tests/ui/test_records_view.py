@@ -6,6 +6,7 @@ import csv
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
@@ -91,3 +92,62 @@ def test_no_store_is_explained(qtbot) -> None:
     view.refresh()
     assert "not available" in view.status.text()
     assert not view.verify()
+
+
+def test_double_click_opens_the_archived_image_with_its_overlay(qtbot, tmp_path) -> None:
+    """Item 14: a row opens its archived overlay; O shows the archived image itself."""
+    from inspector.imaging import write_png
+    from inspector.ui.records_view import ArchivedImageDialog
+
+    overlay = np.zeros((30, 40, 3), np.uint8)
+    overlay[:, :, 0] = 255
+    image = np.full((30, 40, 3), 90, np.uint8)
+    write_png(tmp_path / "a_overlay.png", overlay)
+    write_png(tmp_path / "a_image.png", image)
+    s = SqliteRecordStore(tmp_path / "r.sqlite")
+    s.append(rec(0, "ann", "washer", "FAIL", reason="scratch", overlay_path=str(tmp_path / "a_overlay.png"),
+                 archive_path=str(tmp_path / "a_image.png"), role="operator"))
+    s.append(rec(0, "bob", "washer", "PASS", auto="PASS"))  # no archive
+    view = RecordsView(lambda: s)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitExposed(view)
+    view.period.setCurrentText("All")
+    view.refresh()
+    row = next(i for i, r in enumerate(view.rows()) if r.operator_id == "ann")
+    assert view.model.data(view.model.index(row, 3)) == "ann (operator)"  # the user and the role
+    index = view.model.index(row, 0)
+    rect = view.table.visualRect(index)
+    qtbot.mouseClick(view.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(view.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: getattr(view, "_dialog", None) is not None, timeout=3000)
+    dialog = view._dialog
+    assert isinstance(dialog, ArchivedImageDialog) and dialog.record.operator_id == "ann"
+    assert dialog.shown_path() == tmp_path / "a_overlay.png"
+    red = dialog.image.pixmap().toImage().pixelColor(5, 5)
+    assert (red.red(), red.green(), red.blue()) == (255, 0, 0)
+    qtbot.keyClick(dialog, Qt.Key.Key_O)
+    assert dialog.shown_path() == tmp_path / "a_image.png"
+    grey = dialog.image.pixmap().toImage().pixelColor(5, 5)
+    assert (grey.red(), grey.green(), grey.blue()) == (90, 90, 90)
+    dialog.close()
+    other = view.open_record(1 - row)
+    assert "No overlay" in other.image.text()
+    other.close()
+    s.close()
+
+
+def test_result_filter_includes_part_outcomes(qtbot, tmp_path) -> None:
+    s = SqliteRecordStore(tmp_path / "r.sqlite")
+    s.append(rec(0, "ann", "washer", "PASS", auto="PASS"))
+    s.append(InspectionRecord(station_id="st", operator_id="ann", role="operator", profile_name="washer",
+                              profile_version=1, profile_hash="h", pipeline="variation", auto_verdict=None,
+                              operator_verdict=None, kind="no_read", reason="cannot decode",
+                              image_path="/line/x.png"))
+    view = RecordsView(lambda: s)
+    qtbot.addWidget(view)
+    view.period.setCurrentText("All")
+    view.verdict.setCurrentIndex(view.verdict.findData("no_read"))
+    assert [r.kind for r in view.rows()] == ["no_read"]
+    assert view.model.data(view.model.index(0, 8)) == "NO-READ"
+    s.close()

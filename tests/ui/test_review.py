@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inspector.ui.review import Review
+from inspector.station.review import Review
 
 
 def test_folder_lookahead_bounds_requests_and_skips_decided() -> None:
@@ -53,3 +53,16 @@ def test_live_latest_wins_and_holds_on_fail() -> None:
     r.advance()
     assert not r.hold and r.add(5, "ok5") and r.current() == "ok5"
     assert 3 in r.results  # the decided frame is kept (undo can bring it back)
+
+
+def test_stepping_past_an_undecided_result_marks_it_skipped_until_decided() -> None:
+    r = Review("folder", total=3, lookahead=2)
+    r.add(0, "res0")
+    r.add(1, "res1")
+    assert r.step(1) and r.skipped == {0}  # left 0 undecided
+    assert r.step(1) and r.skipped == {0, 1}
+    r.step(-2)
+    r.mark_decided(0, "u0")
+    assert r.skipped == {1}  # a decision clears the skip
+    r2 = Review("folder", total=2)
+    assert r2.step(1) and r2.skipped == set()  # nothing was shown yet (no result): not a skip

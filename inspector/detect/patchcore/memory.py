@@ -1,0 +1,139 @@
+"""The memory bank: coreset subsampling, nearest-neighbour scores, PatchCore's reweighting.
+
+Pure torch functions on patch rows ``(N, D)`` float32. Distances are Euclidean, as in PatchCore.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+QUERY_CHUNK = 4096
+
+
+def nearest(query: torch.Tensor, bank: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances ``(N, k)`` to, and indices of, the k nearest bank rows of each query row.
+
+    Uses ‖q−m‖² = ‖q‖² + ‖m‖² − 2 q·m in query chunks (bounded memory), clamped at 0."""
+    if bank.shape[0] == 0:
+        raise ValueError("the memory bank is empty")
+    k = min(k, bank.shape[0])
+    bank_sq = (bank * bank).sum(1)
+    dists, idxs = [], []
+    for start in range(0, query.shape[0], QUERY_CHUNK):
+        q = query[start:start + QUERY_CHUNK]
+        d2 = (q * q).sum(1, keepdim=True) + bank_sq[None, :] - 2.0 * (q @ bank.T)
+        val, idx = torch.topk(d2, k, dim=1, largest=False)
+        dists.append(val.clamp_min_(0).sqrt_())
+        idxs.append(idx)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+def reweight(test_patch: torch.Tensor, nearest_idx: int, bank: torch.Tensor, b: int) -> float:
+    """PatchCore eq. 7: s = (1 − exp‖m_test − m*‖ / Σ_{m ∈ N_b(m*)} exp‖m_test − m‖) · s*; returns the factor.
+
+    ``N_b(m*)`` are the b nearest bank rows of m* (m* itself first). A test patch whose nearest
+    memory patch sits in a dense, consistent neighbourhood keeps less of its score than one whose
+    neighbour is an isolated (rare) patch. ``b = 0`` disables it (factor 1)."""
+    if b <= 0 or bank.shape[0] < 2:
+        return 1.0
+    m_star = bank[nearest_idx:nearest_idx + 1]
+    _, support = nearest(m_star, bank, k=min(b + 1, bank.shape[0]))
+    d = torch.linalg.vector_norm(bank[support[0]] - test_patch[None, :], dim=1).double()
+    # d[0] is ‖m_test − m*‖; the softmax is written with the max subtracted (no overflow)
+    w = torch.softmax(d, dim=0)[0]
+    return float(1.0 - w)
+
+
+def greedy_coreset(x: torch.Tensor, n: int, proj_dims: int = 64, max_rounds: int = 1024,
+                   seed: int = 0) -> torch.Tensor:
+    """Indices of ``n`` rows chosen by greedy k-centre (PatchCore eq. 4, minimax facility location).
+
+    As PatchCore, it selects on a random projection (Johnson–Lindenstrauss) to ``proj_dims``.
+    To bound the cost on CPU the selection runs in at most ``max_rounds`` rounds: each round
+    takes the ``ceil(n / rounds)`` rows farthest from everything chosen so far and updates the
+    distances with one matrix product (exact greedy when ``n <= max_rounds``)."""
+    m = x.shape[0]
+    if n >= m:
+        return torch.arange(m)
+    gen = torch.Generator().manual_seed(seed)
+    z = x.float()
+    if z.shape[1] > proj_dims:
+        proj = torch.randn(z.shape[1], proj_dims, generator=gen) / math.sqrt(proj_dims)
+        z = z @ proj
+    per_round = max(1, math.ceil(n / max_rounds))
+    chosen = torch.empty(n, dtype=torch.long)
+    first = int(torch.randint(m, (1,), generator=gen))
+    chosen[0] = first
+    sq = (z * z).sum(1)
+    mind = ((z - z[first]) ** 2).sum(1)
+    mind[first] = -1.0
+    filled = 1
+    while filled < n:
+        take = min(per_round, n - filled)
+        idx = torch.topk(mind, take).indices
+        chosen[filled:filled + take] = idx
+        filled += take
+        c = z[idx]
+        d2 = sq[:, None] + (c * c).sum(1)[None, :] - 2.0 * (z @ c.T)  # one matmul per round
+        torch.minimum(mind, d2.min(1).values, out=mind)
+        mind[idx] = -1.0
+    return chosen
+
+
+def mutual_scores(patches: torch.Tensor, h: int, w: int, exclusion: int) -> torch.Tensor:
+    """0-shot: each patch's distance to the nearest patch of the *same* image outside a
+    ``(2·exclusion+1)²`` window around it (FADE's 0-shot vision memory / MuSc's mutual scoring).
+
+    ``patches`` is ``(h·w, D)`` in row-major grid order; returns ``(h·w,)``."""
+    n = patches.shape[0]
+    if n != h * w:
+        raise ValueError(f"{n} patches do not form a {h}x{w} grid")
+    ii = torch.arange(h).repeat_interleave(w)
+    jj = torch.arange(w).repeat(h)
+    sq = (patches * patches).sum(1)
+    out = torch.empty(n)
+    for start in range(0, n, QUERY_CHUNK):
+        stop = min(n, start + QUERY_CHUNK)
+        q = patches[start:stop]
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (q @ patches.T)
+        near = ((ii[start:stop, None] - ii[None, :]).abs() <= exclusion) & \
+               ((jj[start:stop, None] - jj[None, :]).abs() <= exclusion)
+        d2 = d2.masked_fill(near, float("inf"))
+        out[start:stop] = d2.min(1).values.clamp_min_(0).sqrt_()
+    return out
+
+
+def local_nearest(query: torch.Tensor, bank: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positional memory: each query cell's distance to the nearest bank cell within ``radius`` cells
+    of the same grid position, in any reference (PatchCore's nearest neighbour, restricted in space).
+
+    ``query`` is ``(D, h, w)``, ``bank`` ``(K, D, h, w)`` (references on the same grid). Returns the
+    distances ``(h, w)`` and the flat index ``k·h·w + i'·w + j'`` of each winner in ``bank``'s
+    ``(K, h, w)`` order. A part that is missing where every reference has one is anomalous here
+    even though an empty area looks normal elsewhere."""
+    k, d, h, w = bank.shape
+    if query.shape != (d, h, w):
+        raise ValueError(f"query {tuple(query.shape)} does not match the bank's grid {(d, h, w)}")
+    r = max(0, int(radius))
+    q_sq = (query * query).sum(0)  # h, w
+    b_sq = (bank * bank).sum(1)  # K, h, w
+    inf = torch.tensor(float("inf"))
+    best = torch.full((h, w), float("inf"))
+    best_idx = torch.zeros((h, w), dtype=torch.long)
+    ii = torch.arange(h)[:, None].expand(h, w)
+    jj = torch.arange(w)[None, :].expand(h, w)
+    for di in range(-r, r + 1):
+        for dj in range(-r, r + 1):
+            # the bank cell (i + di, j + dj) seen from query cell (i, j); outside the grid: none
+            si, sj = (ii + di).clamp(0, h - 1), (jj + dj).clamp(0, w - 1)
+            valid = ((ii + di) >= 0) & ((ii + di) < h) & ((jj + dj) >= 0) & ((jj + dj) < w)
+            shifted = bank[:, :, si, sj]  # K, D, h, w
+            d2 = q_sq[None] + b_sq[:, si, sj] - 2.0 * (shifted * query[None]).sum(1)  # K, h, w
+            val, which = d2.min(0)
+            val = torch.where(valid, val, inf)
+            better = val < best
+            best = torch.where(better, val, best)
+            best_idx = torch.where(better, which * h * w + si * w + sj, best_idx)
+    return best.clamp_min_(0).sqrt_(), best_idx

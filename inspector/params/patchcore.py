@@ -1,0 +1,105 @@
+"""PatchCore-class few-shot pipeline tunables. Owned by ``inspector/detect/patchcore/``.
+
+The defaults serve textures and objects alike (they are what ``inspector eval --pipeline
+patchcore`` runs without a profile); measured figures are in the README and ``bench/real.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from inspector.params.base import Params
+
+
+class PatchCoreParams(Params):
+    backbone: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = Field(
+        "efficientnet_lite0",
+        description="model-store key of the ImageNet CNN whose mid-level features describe each patch "
+        "(lite0 ships with Inspector; lite1/lite2 with the `backbones` extra)",
+    )
+    layers: list[int] = Field(
+        [2, 3], min_length=1, max_length=3,
+        description="backbone stages whose features are concatenated (1: stride 4, 2: stride 8, 3: stride 16); "
+        "PatchCore uses two mid-level stages",
+    )
+    input_size: int = Field(
+        320, ge=64, le=1024, multiple_of=16,
+        description="px: the image (or each tile) is resized to this square side before the backbone",
+    )
+    patch_neighbourhood: int = Field(
+        3, ge=1, le=7, description="PatchCore's p: features are averaged over a p×p neighbourhood (odd)",
+    )
+    feature_norm: Literal["layer_l2", "none"] = Field(
+        "layer_l2",
+        description="layer_l2: each stage's aggregated feature is scaled to unit length before concatenation "
+        "(every stage weighs the same; measured: ball-screw pixel AP 0.30 -> 0.69); none: raw features (PatchCore)",
+    )
+    augment: Literal["auto", "none", "flips", "rot90", "dihedral"] = Field(
+        "auto",
+        description="copies of each reference shot added to the memory: flips (h, v), rot90 (0/90/180/270°), "
+        "dihedral (all 8); none for fixed assemblies; auto: dihedral for textures, none for objects",
+    )
+    texture_threshold: float = Field(
+        0.12, ge=0, le=1,
+        description="auto augment: the references count as a texture when their coarse layout explains less "
+        "than this share of the brightness variance",
+    )
+    memory: Literal["auto", "global", "local"] = Field(
+        "auto",
+        description="global: every test patch takes its nearest reference patch anywhere (PatchCore; textures, "
+        "loose parts); local: only reference patches within local_radius cells of the same place (fixed "
+        "assemblies: a missing part is found); auto: global for textures, local for objects",
+    )
+    local_radius: int = Field(
+        3, ge=0, le=16, description="local memory: cells (of the feature grid) searched around the same place",
+    )
+    max_bank: int = Field(
+        16384, ge=256, le=1_000_000,
+        description="memory-bank patches kept; a larger bank is thinned by greedy coreset subsampling",
+    )
+    coreset_dims: int = Field(64, ge=8, le=512, description="random-projection dimensions for the coreset selection")
+    reweight_neighbours: int = Field(
+        3, ge=0, le=32, description="PatchCore's b: neighbours of the nearest memory patch used to reweight "
+        "the image score (0 = off)",
+    )
+    smoothing_sigma: float = Field(4.0, ge=0, le=32, description="Gaussian blur of the map (px at input size)")
+    image_score: Literal["max", "top_mean"] = Field(
+        "max", description="max: the map's maximum (PatchCore); top_mean: mean of its top_fraction highest cells",
+    )
+    top_fraction: float = Field(0.01, gt=0, le=0.5, description="top_mean: share of map cells averaged")
+    calibration_margin: float = Field(
+        1.15, gt=0, le=10,
+        description="the map reaches 0.5 at this multiple of the worst leave-one-out reference score",
+    )
+    zero_shot_ratio: float = Field(
+        2.5, gt=1, le=50,
+        description="0-shot (no reference shots): the map reaches 0.5 where a patch is this many times "
+        "farther from the rest of its own image than the image's median patch",
+    )
+    zero_shot_exclusion: int = Field(
+        2, ge=0, le=16, description="0-shot: patches within this many cells of each other are not compared",
+    )
+    tiling: Literal["auto", "off", "on"] = Field(
+        "auto",
+        description="tiled inference at native resolution: auto tiles images whose long side exceeds "
+        "tile_size × tile_trigger",
+    )
+    tile_size: int = Field(512, ge=64, le=4096, description="px of the original image per tile")
+    tile_overlap: float = Field(0.25, ge=0, lt=0.9, description="share of a tile overlapping its neighbour")
+    tile_trigger: float = Field(3.0, ge=1, le=64, description="auto tiling: long side / tile_size above this tiles")
+    tile_batch: int = Field(4, ge=1, le=64, description="tiles per backbone call (bounds memory)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PatchCoreParams:
+        if self.patch_neighbourhood % 2 == 0:
+            raise ValueError(f"patch_neighbourhood must be odd, got {self.patch_neighbourhood}")
+        if sorted(set(self.layers)) != self.layers or not all(1 <= i <= 3 for i in self.layers):
+            raise ValueError(f"layers must be increasing stage numbers among 1, 2, 3, got {self.layers}")
+        return self
+
+    @property
+    def feature_stride(self) -> int:
+        """Stride (px at input size) of the patch grid: that of the first (finest) layer."""
+        return 2 ** (self.layers[0] + 1)

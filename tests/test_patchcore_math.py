@@ -1,0 +1,179 @@
+"""PatchCore's pure functions against naive float64 re-derivations written here, not in the product."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.detect.patchcore.detector import augmentations, image_score, transform, wants_tiles
+from inspector.detect.patchcore.features import aggregate, embed, to_patches
+from inspector.detect.patchcore.memory import greedy_coreset, mutual_scores, nearest, reweight
+from inspector.detect.patchcore.tiling import Stitcher, blend_window, tile_grid, tile_starts
+from inspector.params.patchcore import PatchCoreParams
+
+
+def naive_aggregate(f: np.ndarray, p: int) -> np.ndarray:
+    """Mean over the p×p neighbourhood cells that exist (eq. 3), by loops."""
+    _, c, h, w = f.shape
+    out = np.zeros_like(f, dtype=np.float64)
+    r = p // 2
+    for i in range(h):
+        for j in range(w):
+            win = f[0, :, max(0, i - r):i + r + 1, max(0, j - r):j + r + 1]
+            out[0, :, i, j] = win.reshape(c, -1).mean(1)
+    return out
+
+
+def test_aggregate_is_the_mean_over_existing_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((1, 5, 7, 6)).astype(np.float32)
+    for p in (1, 3, 5):
+        got = aggregate(torch.from_numpy(f), p).numpy()
+        np.testing.assert_allclose(got, naive_aggregate(f, p), atol=1e-5)
+
+
+def test_embed_upsamples_coarse_layers_to_the_fine_grid_and_concatenates_in_order() -> None:
+    fine = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(1, 2, 8, 8)
+    coarse = torch.full((1, 3, 4, 4), 7.0)
+    out = embed([fine, coarse], p=1)
+    assert out.shape == (1, 5, 8, 8)
+    torch.testing.assert_close(out[:, :2], fine)  # first layer untouched, first
+    torch.testing.assert_close(out[:, 2:], torch.full((1, 3, 8, 8), 7.0))  # a constant stays constant
+    rows = to_patches(out)
+    assert rows.shape == (64, 5)
+    # row (i, j) holds cell (i, j): row 8*2+3 is cell (2, 3)
+    torch.testing.assert_close(rows[8 * 2 + 3, :2], fine[0, :, 2, 3])
+
+
+def test_nearest_matches_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((300, 16))
+    b = rng.standard_normal((500, 16))
+    d, i = nearest(torch.from_numpy(q).float(), torch.from_numpy(b).float(), k=3)
+    full = np.sqrt(((q[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    want_i = np.argsort(full, axis=1)[:, :3]
+    np.testing.assert_array_equal(i.numpy(), want_i)
+    np.testing.assert_allclose(d.numpy(), np.take_along_axis(full, want_i, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_reweight_is_eq7() -> None:
+    rng = np.random.default_rng(2)
+    bank = rng.standard_normal((40, 4))
+    test = rng.standard_normal(4) * 3
+    star = int(np.argmin(np.linalg.norm(bank - test, axis=1)))
+    b = 3
+    # N_b(m*): the b+1 nearest bank rows of m* (m* itself first, at distance 0)
+    support = np.argsort(np.linalg.norm(bank - bank[star], axis=1))[: b + 1]
+    assert support[0] == star
+    dist = np.linalg.norm(bank[support] - test, axis=1)
+    want = 1.0 - math.exp(dist[0]) / np.exp(dist).sum()
+    got = reweight(torch.from_numpy(test).float(), star, torch.from_numpy(bank).float(), b)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert reweight(torch.from_numpy(test).float(), star, torch.from_numpy(bank).float(), 0) == 1.0
+
+
+def naive_greedy(x: np.ndarray, n: int, first: int) -> list[int]:
+    chosen = [first]
+    mind = ((x - x[first]) ** 2).sum(1)
+    for _ in range(n - 1):
+        i = int(np.argmax(mind))
+        chosen.append(i)
+        mind = np.minimum(mind, ((x - x[i]) ** 2).sum(1))
+    return chosen
+
+
+def test_greedy_coreset_is_exact_k_centre_when_rounds_allow() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 6))
+    n = 25
+    got = greedy_coreset(torch.from_numpy(x).float(), n, proj_dims=64, max_rounds=1024, seed=5).tolist()
+    first = int(torch.randint(400, (1,), generator=torch.Generator().manual_seed(5)))
+    assert got == naive_greedy(x, n, first)
+
+
+def test_greedy_coreset_covers_every_cluster() -> None:
+    rng = np.random.default_rng(4)
+    centres = np.array([[0, 0], [50, 0], [0, 50], [50, 50]], float)
+    x = np.concatenate([c + rng.standard_normal((100, 2)) for c in centres])
+    for rounds in (1024, 2):  # exact and batched
+        idx = greedy_coreset(torch.from_numpy(x).float(), 4, proj_dims=64, max_rounds=rounds).numpy()
+        if rounds == 1024:
+            assert sorted(set(idx // 100)) == [0, 1, 2, 3]
+        assert len(set(idx.tolist())) == 4
+
+
+def test_mutual_scores_match_brute_force_with_exclusion() -> None:
+    rng = np.random.default_rng(5)
+    h, w, d = 5, 6, 3
+    p = rng.standard_normal((h * w, d))
+    for excl in (0, 1, 2):
+        got = mutual_scores(torch.from_numpy(p).float(), h, w, excl).numpy()
+        want = np.empty(h * w)
+        for a in range(h * w):
+            best = np.inf
+            for b in range(h * w):
+                if abs(a // w - b // w) <= excl and abs(a % w - b % w) <= excl:
+                    continue
+                best = min(best, np.linalg.norm(p[a] - p[b]))
+            want[a] = best
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_tile_starts_cover_with_overlap() -> None:
+    assert tile_starts(100, 200, 0.25) == [0]
+    assert tile_starts(1000, 400, 0.25) == [0, 300, 600]
+    assert tile_starts(1000, 400, 0.5) == [0, 200, 400, 600]
+    for length, tile, ov in ((2592, 512, 0.25), (4000, 640, 0.1), (513, 512, 0.3)):
+        s = tile_starts(length, tile, ov)
+        assert s[0] == 0 and s[-1] == length - tile
+        assert all(b - a <= tile * (1 - ov) + 1 for a, b in zip(s, s[1:]))
+    assert tile_grid(300, 500, 200, 0.0) == [(0, 0), (0, 200), (0, 300), (100, 0), (100, 200), (100, 300)]
+
+
+def test_stitching_is_seamless_for_a_map_the_tiles_agree_on() -> None:
+    h, w, tile = 700, 900, 256
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = 0.01 * xx + 0.02 * yy  # what every tile sees, consistently
+    st = Stitcher(h, w)
+    for y, x in tile_grid(h, w, tile, 0.25):
+        st.add(y, x, ramp[y:y + tile, x:x + tile])
+    np.testing.assert_allclose(st.result(), ramp, rtol=1e-5, atol=1e-4)
+    win = blend_window(8)
+    assert win.argmax() in (27, 28, 35, 36)  # centre cells highest
+    assert win.min() > 0
+
+
+def test_image_score_modes() -> None:
+    m = np.zeros((10, 10), np.float32)
+    m[0, :5] = [5, 4, 3, 2, 1]
+    assert image_score(m, "max", 0.01) == 5.0
+    assert image_score(m, "top_mean", 0.03) == pytest.approx(4.0)  # mean of 3 highest cells
+
+
+def test_augmentations_are_distinct_dihedral_copies() -> None:
+    img = np.arange(2 * 3 * 3).reshape(2, 3, 3).astype(np.uint8)
+    img = np.pad(img, ((0, 1), (0, 0), (0, 0)))  # 3x3, not symmetric
+    copies = [transform(img, t, f).tobytes() for t, f in augmentations("dihedral")]
+    assert len(set(copies)) == 8
+    assert augmentations("none") == [(0, False)]
+    assert transform(img, 1, False)[0, 0].tolist() == img[0, -1].tolist()  # np.rot90: counter-clockwise
+
+
+def test_tiling_decision() -> None:
+    p = PatchCoreParams(tile_size=512, tile_trigger=3.0)
+    assert not wants_tiles((1024, 1024, 3), p)
+    assert wants_tiles((2048, 1600, 3), p)
+    assert not wants_tiles((4000, 4000, 3), PatchCoreParams(tiling="off"))
+    assert wants_tiles((600, 600, 3), PatchCoreParams(tiling="on", tile_size=512))
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        PatchCoreParams(patch_neighbourhood=4)
+    with pytest.raises(ValueError, match="layers"):
+        PatchCoreParams(layers=[3, 2])
+    assert PatchCoreParams().feature_stride == 8
+    assert PatchCoreParams(layers=[1, 2]).feature_stride == 4

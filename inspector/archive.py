@@ -10,14 +10,13 @@ in a background thread after the decision is committed.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from inspector.files import atomic_copy
 from inspector.imaging import write_png
 
 log = logging.getLogger(__name__)
@@ -58,9 +57,6 @@ def write_archive(plan: ArchivePlan, overlay: np.ndarray, image: np.ndarray | No
     if plan.image is None:
         return
     if image_path is not None and not is_video_frame(str(image_path)) and Path(image_path).is_file():
-        plan.image.parent.mkdir(parents=True, exist_ok=True)
-        tmp = plan.image.with_name(plan.image.name + ".tmp")
-        shutil.copy2(image_path, tmp)
-        os.replace(tmp, plan.image)
+        atomic_copy(image_path, plan.image, keep_times=True, fsync=False)
     elif image is not None:
         write_png(plan.image, image)

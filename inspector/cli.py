@@ -1,8 +1,10 @@
 """Command line: ``inspector <command> ...`` (also ``python -m inspector``).
 
 Each subcommand lives in ``inspector/commands/<name>.py`` and exposes ``register(subparsers)``,
-which adds its parser and sets ``func`` to a ``run(args) -> int``. Exit codes: 0 ok, 1 some
-inputs failed, 2 usage error (bad arguments, broken profile, missing weights).
+which adds its parser and sets ``func`` to a ``run(args) -> int``. What the commands share (exit
+codes, :class:`UsageError`, hub/profile helpers) is in :mod:`inspector.commands.common`.
+Exit codes: 0 ok, 1 some inputs failed, 2 usage error (bad arguments, broken profile, missing
+weights).
 """
 
 from __future__ import annotations
@@ -14,14 +16,11 @@ import os
 import sys
 
 from inspector import __version__
+from inspector.commands.common import EXIT_FAILED_INPUTS, EXIT_OK, EXIT_USAGE, UsageError
+
+__all__ = ["COMMANDS", "EXIT_FAILED_INPUTS", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 COMMANDS = ("gui", "demo", "inspect", "eval", "models", "profile", "records")
-
-EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Raised by commands for problems the user must fix (message is shown as-is, exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -207,3 +207,17 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     with atomic_writer(path, mode=mode, fsync=fsync) as fh:
         fh.write(raw)
     return Path(path)
+
+
+def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str], keep_times: bool = False,
+                fsync: bool = True) -> Path:
+    """Copy ``src`` over ``dest`` atomically, byte for byte (see :func:`atomic_writer`).
+
+    ``src`` must be a regular file (:func:`open_regular`); ``keep_times`` carries its access and
+    modification times over, as ``shutil.copy2`` does."""
+    with open_regular(src) as fin, atomic_writer(dest, fsync=fsync) as fout:
+        shutil.copyfileobj(fin, fout, CHUNK)
+    if keep_times:
+        st = os.stat(src)
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return Path(dest)

@@ -1,4 +1,4 @@
-"""The one image reader, plus resize and overlay helpers.
+"""The one image reader, plus resize helpers (overlays live in :mod:`inspector.overlay`).
 
 :func:`read_image` accepts whatever a camera or a folder gives — PNG, JPEG, BMP, TIFF; 8- or
 16-bit; grey, RGB or RGBA; EXIF-rotated JPEGs; non-ASCII paths — and always returns RGB uint8
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,13 +19,11 @@ from inspector.files import (  # noqa: F401  (file_sha256/array_sha256 re-export
     NotRegularFileError,
     array_sha256,
     atomic_write,
+    bytes_sha256,
     describe_os_error,
     file_sha256,
     read_regular,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from inspector.detect.base import Region
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +199,14 @@ def read_image(path: str | os.PathLike[str], max_side: int | None = DEFAULT_MAX_
     return decode_image(_read_file(p), str(p), max_side)
 
 
+def read_image_hashed(path: str | os.PathLike[str], max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, str]:
+    """Read an image file once: the RGB image and the sha256 of exactly the bytes that were decoded
+    (a file replaced between a read and a second hashing read can never be recorded wrongly)."""
+    p = Path(path)
+    data = _read_file(p)
+    return decode_image(data, str(p), max_side), bytes_sha256(data)
+
+
 def _read_file(p: Path) -> bytes:
     try:
         # regular files only: a FIFO or a device would block or never end (non-ASCII paths work,
@@ -300,40 +304,3 @@ def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{p}: PNG encoding failed")
     return atomic_write(p, enc.tobytes(), fsync=False)
-
-
-def colorize_map(amap: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
-    """Jet colormap (anomalib's default) of a float map, RGB uint8."""
-    span = max(vmax - vmin, 1e-12)
-    u8 = (np.clip((amap - vmin) / span, 0, 1) * 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-
-
-def render_overlay(
-    image: np.ndarray,
-    amap: np.ndarray | None,
-    regions: Sequence[Region] = (),
-    gt_mask: np.ndarray | None = None,
-    alpha: float = 0.45,
-    vmax: float = 1.0,
-) -> np.ndarray:
-    """Heatmap blended on the image, predicted contours red with score labels, ground truth white."""
-    out = image.copy()
-    if amap is not None:
-        heat = colorize_map(cv2.resize(amap, (image.shape[1], image.shape[0])), 0.0, vmax)
-        out = cv2.addWeighted(out, 1 - alpha, heat, alpha, 0)
-    thick = max(1, round(max(image.shape[:2]) / 400))
-    if gt_mask is not None and gt_mask.any():
-        cs, _ = cv2.findContours(gt_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, cs, -1, (255, 255, 255), thick)
-    for r in regions:
-        if r.mask is not None and r.mask.any():
-            cs, _ = cv2.findContours(r.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(out, cs, -1, (255, 0, 0), thick)
-        x0, y0, x1, y1 = r.box
-        cv2.rectangle(out, (x0, y0), (x1, y1), (255, 64, 64), thick)
-        cv2.putText(
-            out, f"{r.label} {r.score:.2f}", (x0, max(y0 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thick, (255, 255, 0), thick, cv2.LINE_AA,
-        )
-    return out

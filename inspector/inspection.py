@@ -150,11 +150,11 @@ class Inspector:
         return [f"{kind}:{key}" for kind, key in self.hub.loaded()]
 
     def finish(self, analysis: Any, image: np.ndarray, image_path: str | Path | None = None,
-               image_sha256: str | None = None, t0: float | None = None) -> Inspection:
+               image_sha256: str | None = None, t0: float | None = None,
+               analyse_seconds: float | None = None) -> Inspection:
         """Cheap stage + decision (live preview calls this with a cached ``analysis``)."""
         t_fin = time.perf_counter()
-        det = self.detector.finish(analysis, image)
-        det.timings.setdefault("finish", time.perf_counter() - t_fin)
+        det = self.detector.timed_finish(analysis, image, analyse_seconds)
         det = ensure_regions(apply_roi(det, self.profile), self.profile)
         verdict = decide(det, self.profile)
         return Inspection(
@@ -176,11 +176,8 @@ class Inspector:
         if not self._prepared:
             self.prepare()
         t0 = time.perf_counter()
-        analysis = self.detector.analyse(image)
-        t_an = time.perf_counter() - t0
-        ins = self.finish(analysis, image, image_path, image_sha256, t0)
-        ins.detection.timings.setdefault("analyse", t_an)
-        return ins
+        analysis, seconds = self.detector.timed_analyse(image)
+        return self.finish(analysis, image, image_path, image_sha256, t0, seconds)
 
     def retune(self, profile: ProductProfile) -> None:
         """Swap in a profile whose changes only affect the cheap stage and the decision."""

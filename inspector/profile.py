@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -28,11 +27,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inspector.params import ClipSamParams, FadeParams, PatchCoreParams, SaaParams, VariationParams
+from inspector.files import atomic_write
+from inspector.params import PIPELINE_PARAMS, ClipSamParams, FadeParams, PatchCoreParams, SaaParams, VariationParams
 
 PROFILE_FILE = "profile.yaml"
-PIPELINES = ("patchcore", "fade", "saa", "clipsam", "variation")
-Pipeline = Literal["patchcore", "fade", "saa", "clipsam", "variation"]
+PIPELINES: tuple[str, ...] = tuple(PIPELINE_PARAMS)  # the default (patchcore) first
+Pipeline = Literal[PIPELINES]  # type: ignore[valid-type]  # the same names, for validation
 log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -170,7 +170,7 @@ class ProductProfile(BaseModel):
     author: str = ""
     change_note: str = Field("", description="what changed in this version and why (asked at save)")
     saved_at: str = Field("", description="when this version was saved (ISO 8601, set by save_profile)")
-    pipeline: Pipeline = "patchcore"
+    pipeline: Pipeline = PIPELINES[0]
     object: str = "object"
     prompts: LanguagePrompts = Field(default_factory=LanguagePrompts)
     properties: PropertyPrompts = Field(default_factory=PropertyPrompts)
@@ -591,9 +591,7 @@ def save_profile(profile: ProductProfile, folder: str | Path | None = None, bump
     if author is not None and author.strip():
         profile.author = author.strip()
     profile.saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tmp = file.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(profile.to_yaml_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, file)
+    atomic_write(file, yaml.safe_dump(profile.to_yaml_dict(), sort_keys=False, allow_unicode=True))
     profile.with_folder(target_dir.resolve())
     return file
 

@@ -16,17 +16,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from inspector.files import atomic_write
 from inspector.imaging import ImageReadError, decode_image, is_image_file, list_images, write_png
 from inspector.profile import ProductProfile
+from inspector.progress import Progress
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, str], None]  # same shape as inspector.detect.base.Progress
 
 REFERENCES_DIR = "references"
 HASH_CHARS = 16
@@ -77,12 +77,6 @@ def _same_content(refs: Path, data: bytes, suffix: str) -> str | None:
     return None
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-
-
 def _store_bytes(folder: Path, data: bytes, suffix: str, stem: str = "") -> str:
     """Write ``data`` once (as ``<stem>_<hash>``) and return the path relative to ``folder``.
 
@@ -98,7 +92,7 @@ def _store_bytes(folder: Path, data: bytes, suffix: str, stem: str = "") -> str:
     if target.is_file():  # a 64-bit prefix collision: fall back to the full hash
         name = f"{safe_stem(stem) + '_' if safe_stem(stem) else ''}{hashlib.sha256(data).hexdigest()}{suffix}"
         target = refs / name
-    _write_atomic(target, data)
+    atomic_write(target, data)
     return f"{REFERENCES_DIR}/{name}"
 
 

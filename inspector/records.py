@@ -93,6 +93,15 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def local_time(ts: str) -> str:
+    """A record timestamp (UTC text) as local ``YYYY-MM-DD HH:MM:SS``; anything else unchanged."""
+    try:
+        moment = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).astimezone()
+    except ValueError:
+        return ts
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def to_utc_iso(moment: datetime) -> str:
     """A datetime (naive = local time) as the records' UTC text format."""
     if moment.tzinfo is None:
@@ -1008,13 +1017,22 @@ def _ranges(ids: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
+URL_STORES = {
+    "postgres": "inspector.records_pg:PostgresRecordStore",
+    "postgresql": "inspector.records_pg:PostgresRecordStore",
+}
+"""Record stores opened by URL scheme, named lazily (the plant store needs psycopg, the 'plant'
+extra), so :mod:`inspector.records` never imports the modules built on it."""
+
+
 def open_store(location: str | Path, read_only: bool = False) -> RecordStore:
     """Open the store at a path (SQLite) or a ``postgresql://`` URL (:mod:`inspector.records_pg`)."""
     text = str(location)
-    if text.startswith(("postgres://", "postgresql://")):
-        from .records_pg import PostgresRecordStore  # the plant store (psycopg: the 'plant' extra)
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme in URL_STORES:
+        from inspector.registry import resolve
 
-        return PostgresRecordStore(text, read_only=read_only)
+        return resolve(URL_STORES, scheme, "record store")(text, read_only=read_only)
     return SqliteRecordStore(text, read_only=read_only)
 
 

@@ -44,7 +44,15 @@ import cv2
 import numpy as np
 
 from inspector.files import describe_os_error, file_kind
-from inspector.imaging import ImageReadError, is_image_file, list_images, probe_image, read_image, to_rgb_uint8
+from inspector.ground_truth import mvtec_mask_path, read_mask
+from inspector.imaging import (
+    ImageReadError,
+    is_image_file,
+    list_images,
+    probe_image,
+    read_image_hashed,
+    to_rgb_uint8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,8 @@ class Frame:
     deferred: bool = False
     """True for a frame that names a ready file whose pixels are read by :meth:`resolve`
     (hot folders queue paths, not decoded images)."""
+    sha256: str | None = None
+    """sha256 of the file bytes the image was decoded from (frames read from files)."""
 
     @property
     def ok(self) -> bool:
@@ -89,43 +99,31 @@ class Frame:
 def read_frame(path: Path, source_id: str, index: int) -> Frame:
     """Read one file into a frame; unreadable files give a frame carrying the error."""
     try:
-        image = read_image(path)
+        image, sha = read_image_hashed(path)
     except ImageReadError as exc:
         return Frame(None, source_id, time.time(), path, index, str(exc))
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the line
         log.exception("unexpected error reading %s", path)
         return Frame(None, source_id, time.time(), path, index, f"{path}: cannot read ({exc})")
-    return Frame(image, source_id, time.time(), path, index)
+    return Frame(image, source_id, time.time(), path, index, sha256=sha)
 
 
 def ground_truth_path(image_path: str | Path) -> Path | None:
-    """Ground-truth mask of an image in MVTec-AD layout, if present.
-
-    ``<cat>/test/<defect>/<stem>.png`` → ``<cat>/ground_truth/<defect>/<stem>_mask.png``.
-    """
-    p = Path(image_path)
-    if len(p.parts) < 3 or p.parent.parent.name != "test":
-        return None
-    gt_dir = p.parent.parent.parent / "ground_truth" / p.parent.name
-    for cand in (gt_dir / f"{p.stem}_mask.png", gt_dir / f"{p.stem}.png"):
-        if cand.is_file():
-            return cand
-    return None
+    """Ground-truth mask of an image in MVTec-AD layout, if present (:func:`inspector.ground_truth.mvtec_mask_path`)."""
+    return mvtec_mask_path(image_path)
 
 
 def read_ground_truth(image_path: str | Path, shape_hw: tuple[int, int]) -> np.ndarray | None:
-    """Bool mask of the ground truth for ``image_path`` at ``shape_hw``, or ``None`` when unknown."""
-    gt = ground_truth_path(image_path)
+    """Bool mask of the ground truth for ``image_path`` at ``shape_hw``, or ``None`` when unknown
+    (the one reader: :func:`inspector.ground_truth.read_mask`)."""
+    gt = mvtec_mask_path(image_path)
     if gt is None:
         return None
     try:
-        mask = read_image(gt)[:, :, 0] > 127
+        return read_mask(gt, shape_hw)
     except ImageReadError as exc:
         log.warning("ground truth unreadable: %s", exc)
         return None
-    if mask.shape != tuple(shape_hw):
-        mask = cv2.resize(mask.astype(np.uint8), (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return mask
 
 
 class Source(ABC):

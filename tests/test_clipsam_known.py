@@ -80,6 +80,9 @@ def test_spaced_selection_against_a_greedy_loop(lowest):
     assert spaced_selection(coords, scores, 0, 6.0, lowest=lowest).tolist() == []
     assert spaced_selection(coords[:1], scores[:1], 3, 6.0, lowest=lowest).tolist() == [0]
     assert spaced_selection(coords[:0], scores[:0], 3, 6.0, lowest=lowest).tolist() == []
+    # no spacing: neighbouring pixels may both be chosen (only the pixel itself is removed)
+    line = np.array([[0, 0], [0, 1], [0, 2]])
+    assert sorted(spaced_selection(line, np.array([3.0, 2.0, 1.0]), 3, 0.0, lowest=lowest).tolist()) == [0, 1, 2]
 
 
 def test_positive_points_are_x_y_of_the_spaced_maxima():
@@ -99,6 +102,8 @@ def test_negative_ring_and_points_by_hand():
     assert sorted(zip(*np.nonzero(ring))) == [(2, 3), (3, 2), (4, 3)]
     feats = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     np.testing.assert_allclose(cosine_to(feats, np.array([2.0, 0.0])), [1.0, 0.0, 1 / math.sqrt(2)])
+    small = np.array([[0.3, 0.0], [0.0, 0.2]])  # norms below 1 are not floored at 1
+    np.testing.assert_allclose(cosine_to(small, np.array([0.5, 0.0])), [1.0, 0.0])
     ring_yx = np.array([[2, 3], [3, 2], [4, 3]])
     neg = negative_points(ring_yx, feats, np.array([1.0, 0.0]), 2, 0.0)
     assert neg.tolist() == [[2.0, 3.0], [3.0, 4.0]]  # (y=3, x=2) least similar, then (y=4, x=3)

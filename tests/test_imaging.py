@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inspector.detect.base import Region
 from inspector.imaging import (
     DEFAULT_MAX_SIDE,
     ImageReadError,
@@ -20,7 +19,6 @@ from inspector.imaging import (
     file_sha256,
     list_images,
     read_image,
-    render_overlay,
     resize_square,
     write_png,
 )
@@ -264,21 +262,6 @@ def test_resize_square(rgb: np.ndarray) -> None:
     assert resize_square(rgb, 32).shape == (32, 32, 3)
     sq = np.zeros((8, 8, 3), np.uint8)
     assert resize_square(sq, 8) is sq
-
-
-def test_render_overlay(rgb: np.ndarray) -> None:
-    image = np.full((40, 60, 3), 100, np.uint8)
-    assert np.array_equal(render_overlay(image, None), image)
-    mask = np.zeros((40, 60), bool)
-    mask[10:20, 20:35] = True
-    region = Region(box=(20, 10, 34, 19), score=0.9, mask=mask)
-    amap = np.zeros((10, 15), np.float32)
-    amap[2:5, 5:9] = 1.0
-    out = render_overlay(image, amap, [region])
-    assert out.shape == image.shape and out.dtype == np.uint8
-    assert tuple(out[10, 27]) in {(255, 0, 0), (255, 64, 64)}  # red contour / box on the mask edge
-    assert out[0, 0, 2] > out[0, 0, 0]  # cold (blue) heat far from the hot spot
-    assert image[0, 0, 0] == 100  # the input is not modified
 
 
 # ------------------------------------------------------------------------------ issue 16 (inputs)

@@ -13,7 +13,8 @@ import pytest
 
 from inspector.cli import main
 from inspector.commands import inspect as inspect_cmd
-from inspector.imaging import file_sha256, read_image, write_png
+from inspector.files import file_sha256
+from inspector.imaging import read_image, write_png
 from inspector.profile import ProductProfile, save_profile
 from tests.support.cli_env import cli_settings_env  # noqa: F401 - autouse fixture
 from tests.support.diff_detector import register_diff_detector

@@ -95,7 +95,7 @@ def test_raw_map_and_calibration_match_an_independent_derivation(tmp_path: Path,
                                                                  feature_norm: str) -> None:
     refs = [texture("brick", 0, 0), texture("brick", 200, 180)]
     query = texture("brick", 300, 40)
-    prof = make_profile(tmp_path, refs, feature_norm=feature_norm)
+    prof = make_profile(tmp_path, refs, feature_norm=feature_norm, memory="global")
     det = PatchCoreDetector()
     det.prepare(prof, hub)
     net = det.backbone.model
@@ -139,8 +139,9 @@ def test_planted_stain_lights_up_and_fails_while_good_texture_passes(tmp_path: P
     assert d_good.image_score < 0.5 < d_bad.image_score
     peak = np.unravel_index(np.argmax(d_bad.anomaly_map), mask.shape)
     assert mask[peak], f"map peak {peak} outside the planted stain"
-    inside, outside = d_bad.anomaly_map[mask].mean(), d_bad.anomaly_map[~mask].mean()
-    assert inside > 3 * outside
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(mask.ravel(), d_bad.anomaly_map.ravel()) > 0.95  # the map separates the stain
     assert d_bad.regions and d_bad.regions[0].mask[peak]
 
 

@@ -10,7 +10,7 @@ import torch
 
 from inspector.detect.patchcore.detector import augmentations, image_score, transform, wants_tiles
 from inspector.detect.patchcore.features import aggregate, embed, to_patches
-from inspector.detect.patchcore.memory import greedy_coreset, mutual_scores, nearest, reweight
+from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
 from inspector.detect.patchcore.tiling import Stitcher, blend_window, tile_grid, tile_starts
 from inspector.params.patchcore import PatchCoreParams
 
@@ -175,5 +175,41 @@ def test_params_are_validated() -> None:
         PatchCoreParams(patch_neighbourhood=4)
     with pytest.raises(ValueError, match="layers"):
         PatchCoreParams(layers=[3, 2])
-    assert PatchCoreParams().feature_stride == 8
-    assert PatchCoreParams(layers=[1, 2]).feature_stride == 4
+    assert PatchCoreParams().feature_stride == 4
+    assert PatchCoreParams(layers=[2, 3]).feature_stride == 8
+
+
+def test_local_nearest_searches_only_the_window_around_the_same_place() -> None:
+    rng = np.random.default_rng(6)
+    k, d, h, w = 3, 4, 6, 7
+    bank = rng.standard_normal((k, d, h, w))
+    query = rng.standard_normal((d, h, w))
+    for r in (0, 1, 2):
+        dist, idx = local_nearest(torch.from_numpy(query).float(), torch.from_numpy(bank).float(), r)
+        for i in range(h):
+            for j in range(w):
+                best, arg = np.inf, None
+                for kk in range(k):
+                    for ii in range(max(0, i - r), min(h, i + r + 1)):
+                        for jj in range(max(0, j - r), min(w, j + r + 1)):
+                            dd = np.linalg.norm(query[:, i, j] - bank[kk, :, ii, jj])
+                            if dd < best:
+                                best, arg = dd, kk * h * w + ii * w + jj
+                assert dist[i, j].item() == pytest.approx(best, rel=1e-4, abs=1e-4)
+                assert idx[i, j].item() == arg
+
+
+def test_local_memory_finds_a_missing_part_that_global_memory_accepts() -> None:
+    # every reference has a distinctive patch at (2, 2); the test shows background there
+    d, h, w = 2, 5, 5
+    ref = np.zeros((d, h, w))
+    ref[:, 2, 2] = [5.0, 5.0]
+    bank = torch.from_numpy(np.stack([ref, ref])).float()
+    query = torch.zeros(d, h, w)
+    local, _ = local_nearest(query, bank, 1)
+    glob, _ = nearest(query.reshape(d, -1).T, bank.permute(0, 2, 3, 1).reshape(-1, d), 1)
+    assert local[2, 2].item() == pytest.approx(0.0)  # background exists in the window around (2, 2)
+    assert glob.max().item() == 0.0
+    local0, _ = local_nearest(query, bank, 0)
+    assert local0[2, 2].item() == pytest.approx(np.sqrt(50.0))  # same place only: the part is missing
+    assert local0.sum().item() == pytest.approx(np.sqrt(50.0))

@@ -283,3 +283,18 @@ def test_cli_list_export_verify(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["records", "verify", "--db", str(db)]) == 1
     assert "row 1" in capsys.readouterr().err
     assert main(["records", "list", "--db", str(tmp_path / "missing.sqlite")]) == 2
+
+
+def test_local_time_is_the_one_record_time_formatter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    from inspector.records import local_time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving
+    _time.tzset()
+    try:
+        assert local_time("2026-01-02T03:04:05.123456Z") == "2026-01-02 08:34:05"
+        assert local_time("not a timestamp") == "not a timestamp"
+    finally:
+        monkeypatch.undo()
+        _time.tzset()

@@ -507,3 +507,27 @@ def test_camera_default_opener_passes_the_timeouts(monkeypatch: pytest.MonkeyPat
     assert dict(zip(params[::2], params[1::2])) == {cv2.CAP_PROP_OPEN_TIMEOUT_MSEC: 3000,
                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC: 1500}
     assert "cannot open (no device /dev/video97" in frame.error
+
+
+def test_a_frame_carries_the_sha256_of_the_bytes_it_was_decoded_from(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is read once: replacing it right after the read cannot change the recorded hash."""
+    import hashlib
+
+    import inspector.imaging as imaging
+    from inspector.sources import read_frame
+
+    path = write_png(tmp_path / "part.png", np.full((8, 8, 3), 40, np.uint8))
+    original = path.read_bytes()
+    real = imaging.decode_image
+
+    def decode_then_replace(data: bytes, *args: object, **kw: object) -> np.ndarray:
+        out = real(data, *args, **kw)  # type: ignore[arg-type]
+        write_png(path, np.full((8, 8, 3), 200, np.uint8))  # the file changes after the read
+        return out
+
+    monkeypatch.setattr(imaging, "decode_image", decode_then_replace)
+    frame = read_frame(path, "folder", 0)
+    assert frame.ok and frame.image is not None and int(frame.image[0, 0, 0]) == 40
+    assert frame.sha256 == hashlib.sha256(original).hexdigest()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() != frame.sha256  # a second read would differ

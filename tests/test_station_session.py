@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.imaging import file_sha256, write_png
+from inspector.files import file_sha256
+from inspector.imaging import write_png
 from inspector.inspection import Inspector
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, load_profile, save_profile

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import torch
 import yaml
 
 from inspector.models import store as store_mod
+from inspector.models.store import bundle as bundle_mod
+from inspector.models.store import checkpoint as checkpoint_mod
+from inspector.models.store import model_store as model_store_mod
 from inspector.models.store import (
     BundleRejectedError,
     ManifestError,
@@ -157,7 +161,7 @@ def test_status_uses_recorded_digest_until_the_file_changes(
     assert store.status("alpha") == "installed"
     calls: list[Path] = []
     real = store_mod.sha256_of
-    monkeypatch.setattr(store_mod, "sha256_of", lambda p, cb=None: calls.append(p) or real(p, cb))
+    monkeypatch.setattr(model_store_mod, "sha256_of", lambda p, cb=None: calls.append(p) or real(p, cb))
     assert store.status("alpha") == "installed"
     assert calls == []  # cached: size and mtime unchanged
     assert store.verify("alpha", full=True).ok
@@ -175,10 +179,10 @@ def test_read_only_store_hashes_once_per_process(
     def refuse(*args: object) -> None:
         raise PermissionError(13, "Read-only file system")
 
-    monkeypatch.setattr(store_mod.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     calls: list[Path] = []
     real = store_mod.sha256_of
-    monkeypatch.setattr(store_mod, "sha256_of", lambda p, cb=None: calls.append(p) or real(p, cb))
+    monkeypatch.setattr(model_store_mod, "sha256_of", lambda p, cb=None: calls.append(p) or real(p, cb))
     assert store.status("alpha") == "installed" and store.status("alpha") == "installed"
     assert len(calls) == 1 and not store.records_path.exists()
     assert "cannot record the digest" in caplog.text
@@ -507,7 +511,7 @@ def test_record_without_ctime_or_mac_is_not_trusted(
     fresh = ModelStore(store.root, manifest_path=fake.manifest)
     calls: list[Path] = []
     real = store_mod.sha256_of
-    monkeypatch.setattr(store_mod, "sha256_of", lambda p, cb=None: calls.append(Path(p)) or real(p, cb))
+    monkeypatch.setattr(model_store_mod, "sha256_of", lambda p, cb=None: calls.append(Path(p)) or real(p, cb))
     assert fresh.status("alpha") == "installed" and calls == []  # signed and unchanged: no re-hash
     old_style = json.loads(store.records_path.read_text())
     for r in old_style["files"].values():  # what the old version wrote (size + mtime only)
@@ -554,7 +558,7 @@ def test_import_stream_is_capped_even_when_the_header_lies(store: ModelStore, fa
             b[:] = b"\0" * len(b)
             return len(b)
 
-    member = store_mod._Member("alpha/alpha.pth", want, lambda: io.BufferedReader(Endless()))
+    member = bundle_mod._Member("alpha/alpha.pth", want, lambda: io.BufferedReader(Endless()))
     with pytest.raises(ModelCorruptError, match=f"more than the {want} bytes expected"):
         store._install_member(entry, "alpha.pth", member, "test", lambda n: None)
     assert produced["n"] <= want + (1 << 20) + 8192  # stopped right after the limit, not at the end
@@ -591,7 +595,7 @@ def test_import_disk_full_while_writing_names_file_folder_and_fix(
                 raise OSError(errno.ENOSPC, "No space left on device")
         yield W()
 
-    monkeypatch.setattr(store_mod, "atomic_writer", full_disk)
+    monkeypatch.setattr(bundle_mod, "atomic_writer", full_disk)
     with pytest.raises(store_mod.ModelStoreError) as err:
         store.import_from(fake.bundle(tmp_path / "bundle", keys={"alpha"}))
     dest = store.root / "alpha" / "alpha.pth"
@@ -638,7 +642,7 @@ def test_download_without_length_is_cut_at_the_manifest_size(
             sent["n"] += n
             return b"y" * n
 
-    monkeypatch.setattr(store_mod.urllib.request, "urlopen", lambda *a, **k: Resp())
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Resp())
     with pytest.raises(ModelCorruptError, match=f"more than the {want} bytes expected"):
         store.download("alpha", base_url="http://127.0.0.1:9")
     assert sent["n"] <= want + 1
@@ -697,9 +701,9 @@ def test_pickle_globals_are_read_without_unpickling(tmp_path: Path) -> None:
     buf = io.BytesIO()
     torch.save({"w": torch.ones(1), "args": argparse.Namespace(a=1), "g": _Gadget()}, buf)
     (tmp_path / "x.pth").write_bytes(buf.getvalue())
-    found = store_mod._pickle_globals(tmp_path / "x.pth")
+    found = checkpoint_mod._pickle_globals(tmp_path / "x.pth")
     assert "argparse.Namespace" in found and "tests.test_store._Gadget" in found
-    assert store_mod._refused_types(tmp_path / "x.pth", ["argparse.Namespace"], Exception()) == [
+    assert checkpoint_mod._refused_types(tmp_path / "x.pth", ["argparse.Namespace"], Exception()) == [
         "tests.test_store._Gadget"]
 
 

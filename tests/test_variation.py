@@ -86,7 +86,7 @@ def make_profile(folder: Path, shots: list[np.ndarray], **variation) -> ProductP
         write_png(folder / "references" / f"{i:03d}.png", img)
         refs.append(f"references/{i:03d}.png")
     params = {"working_size": SIZE, **variation}
-    save_profile(ProductProfile(name="t", reference_shots=refs, variation=params), folder)
+    save_profile(ProductProfile(name="t", pipeline="variation", reference_shots=refs, variation=params), folder)
     return load_profile(folder)
 
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import time
 from pathlib import Path
 
-from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from inspector.commands.common import EXIT_FAILED_INPUTS, EXIT_OK, UsageError, has_display
 
 SMALL_COUNTS = {"n_train": 4, "n_test_good": 2, "n_per_defect": 1}
 
@@ -44,14 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-profiles", nargs="?", const="", default=None, metavar="DIR",
                    help="(re)write the demo_<cat> profile folders into DIR (default: packaged product_profiles)")
     p.set_defaults(func=run)
-
-
-def _has_display() -> bool:
-    if os.environ.get("QT_QPA_PLATFORM"):
-        return True
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 def _line(args: argparse.Namespace) -> Path:
@@ -151,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     line = _line(args)
     profiles = _profiles_dir(args, line)
     if not args.headless:
-        if not _has_display():
+        if not has_display():
             print("no display (DISPLAY/WAYLAND_DISPLAY unset, QT_QPA_PLATFORM unset); running headless",
                   file=sys.stderr)
         else:

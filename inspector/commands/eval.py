@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
-from inspector.commands.inspect import (
+from inspector.commands.common import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    UsageError,
     add_device_arguments,
     ensure_writable_dir,
     load_profile_arg,

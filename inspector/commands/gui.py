@@ -6,8 +6,9 @@ import argparse
 import importlib
 import sys
 
-from inspector.cli import EXIT_USAGE
+from inspector.commands.common import EXIT_USAGE, has_display
 
+# the same as inspector.sources.SOURCE_KINDS (tests/test_pipelines.py), not imported: cv2 at start-up
 SOURCE_KINDS = ("folder", "hot", "camera", "video", "genicam")
 
 
@@ -20,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = importlib.import_module("inspector.ui.app")
-    if not app.has_display():
+    if not has_display():
         print("inspector gui: no display found (DISPLAY / WAYLAND_DISPLAY unset); "
               "run it on the station's desktop or set QT_QPA_PLATFORM", file=sys.stderr)
         return EXIT_USAGE
+    app = importlib.import_module("inspector.ui.app")
     return int(app.run_station(profile=args.profile, source=args.source, source_kind=args.source_kind))

@@ -9,7 +9,8 @@ then numbered), never overwriting each other or an input file. Exit codes: 0 all
 inputs failed (each reported on stderr and in its JSON ``error`` field), 2 usage errors (bad
 profile, missing weights, unwritable output folder).
 
-The helpers here (hub, profile and output-folder checks) are shared with ``inspector eval``.
+The helpers it shares with ``inspector eval`` (hub, profile and output-folder checks) live in
+:mod:`inspector.commands.common`.
 """
 
 from __future__ import annotations
@@ -25,93 +26,25 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from inspector.commands.common import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    UsageError,
+    add_device_arguments,
+    ensure_writable_dir,
+    load_profile_arg,
+    make_hub,
+    model_errors,
+    prepare_inspector,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.inspection import Inspector
-    from inspector.models.hub import ModelHub
-    from inspector.profile import ProductProfile
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 SUMMARY_FILE = "inspect_summary.csv"
 _GLOB_CHARS = set("*?[")
-
-
-# --------------------------------------------------------------------------------- shared helpers
-def model_errors() -> tuple[type[BaseException], ...]:
-    """The model store's "missing / corrupt weights" exceptions."""
-    from inspector.models.store import ModelStoreError
-
-    return (ModelStoreError,)
-
-
-def add_device_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: from settings)")
-    p.add_argument("--precision", default=None, choices=PRECISIONS, help="compute precision (default: from settings)")
-
-
-def make_hub(args: argparse.Namespace) -> ModelHub:
-    """A model hub on the requested device/precision (settings fill what is not given)."""
-    from inspector.models.hub import ModelHub
-    from inspector.settings import Settings, SettingsError
-
-    try:
-        settings = Settings.load()
-    except SettingsError as exc:
-        raise UsageError(str(exc)) from exc
-    device = args.device or settings.device
-    precision = args.precision or settings.precision
-    try:
-        return ModelHub(device=device, precision=precision)
-    except (RuntimeError, ValueError) as exc:
-        raise UsageError(f"--device {device} --precision {precision}: {exc}") from exc
-
-
-def load_profile_arg(path: str | Path) -> ProductProfile:
-    from inspector.profile import ProfileError, load_profile
-
-    try:
-        return load_profile(path)
-    except ProfileError as exc:
-        raise UsageError(str(exc)) from exc
-
-
-def prepare_inspector(profile: ProductProfile, hub: ModelHub, pipeline: str | None = None) -> Inspector:
-    """Build and prepare an :class:`Inspector`; every failure becomes a :class:`UsageError` (exit 2)."""
-    from inspector.inspection import Inspector
-
-    name = pipeline or profile.pipeline
-    try:
-        inspector = Inspector(profile, hub, pipeline)
-    except ImportError as exc:
-        raise UsageError(f"pipeline {name!r} is not available in this installation ({exc})") from exc
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    try:
-        inspector.check_weights()  # before any network is built
-        inspector.prepare()
-    except model_errors() as exc:
-        raise UsageError(f"{exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - anything here is a profile/installation problem to report
-        log.debug("prepare failed", exc_info=True)
-        raise UsageError(f"cannot prepare pipeline {name!r} for profile {profile.name!r}: {exc}") from exc
-    return inspector
-
-
-def ensure_writable_dir(folder: Path) -> Path:
-    """Create ``folder`` and prove it is writable, or raise a :class:`UsageError` saying why."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".inspector-write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write to output folder {folder}: {exc.strerror or exc}; choose another --out or fix its permissions"
-        ) from exc
-    return folder
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -209,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _error_doc(path: Path, inspector: Inspector, error: str) -> dict[str, Any]:
-    from inspector.imaging import file_sha256
+    from inspector.files import file_sha256
 
     try:
         sha = file_sha256(path)
@@ -240,15 +173,16 @@ def inspect_one(inspector: Inspector, path: Path, out_dir: Path, stem: str) -> d
     Raises :class:`~inspector.imaging.ImageReadError` for an unreadable image (nothing but the
     error JSON is then written by the caller) and ``OSError`` when the outputs cannot be written.
     """
-    from inspector.imaging import colorize_map, file_sha256, read_image, render_overlay, write_png
+    from inspector.imaging import read_image_hashed, write_png
+    from inspector.overlay import colorize_map, heat_vmax, render_overlay
 
-    image = read_image(path)
-    sha = file_sha256(path)
+    image, sha = read_image_hashed(path)  # the sha256 of exactly the bytes inspected
     ins = inspector.inspect(image, image_path=path.absolute(), image_sha256=sha)
     names = output_names(stem)
     amap = ins.detection.anomaly_map
-    write_png(out_dir / names["heatmap"], colorize_map(amap, 0.0, 1.0))
-    write_png(out_dir / names["overlay"], render_overlay(image, amap, ins.regions))
+    vmax = heat_vmax(inspector.profile.decision.image_threshold)
+    write_png(out_dir / names["heatmap"], colorize_map(amap, 0.0, vmax))
+    write_png(out_dir / names["overlay"], render_overlay(image, amap, ins.regions, vmax=vmax))
     doc = ins.to_json()
     doc["image_size"] = [int(image.shape[1]), int(image.shape[0])]
     doc["outputs"] = {"heatmap": names["heatmap"], "overlay": names["overlay"]}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from inspector.commands.common import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
 from inspector.models.store import (
     ManifestError,
     ModelStore,

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from inspector.cli import EXIT_OK, EXIT_USAGE
+from inspector.commands.common import EXIT_OK, EXIT_USAGE
 from inspector.profile import PIPELINES, ProfileError, check_profile, load_profile, new_profile
 from inspector.settings import Settings
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     n = psub.add_parser("new", help="create a profile folder with defaults")
     n.add_argument("name")
     n.add_argument("--object", required=True, help="object name used in prompts (e.g. bottle)")
-    n.add_argument("--pipeline", default="patchcore", choices=PIPELINES)
+    n.add_argument("--pipeline", default=PIPELINES[0], choices=PIPELINES)
     n.add_argument("--dir", type=Path, default=None, help="profiles folder (default: from settings)")
     n.set_defaults(func=_new)
 

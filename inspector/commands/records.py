@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from inspector.cli import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
+from inspector.commands.common import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
 from inspector.commands.records_plant import db_location, open_plant_read_only, plant_location, register_plant
 from inspector.keys import StationKeyError, existing_station_key, key_path, station_key
 from inspector.records import (
@@ -23,6 +23,7 @@ from inspector.records import (
     export_csv,
     export_jsonl,
     import_jsonl,
+    local_time,
     to_utc_iso,
     write_csv,
     write_jsonl,
@@ -146,14 +147,6 @@ def _query(args: argparse.Namespace, limit: int | None = None, newest_first: boo
     )
 
 
-def _local(ts: str) -> str:
-    try:
-        moment = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).astimezone()
-    except ValueError:
-        return ts
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _list(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
@@ -174,7 +167,7 @@ def _list(args: argparse.Namespace) -> int:
         detail = r.reason or ""
         image = Path(r.image_path).name if r.image_path else (r.source_id or "")
         flag = " [imported]" if r.imported else ""
-        print(f"{r.id:>5}  {_local(r.timestamp):19}  {r.operator_id[:10]:10} {r.profile_name[:18]:18} "
+        print(f"{r.id:>5}  {local_time(r.timestamp):19}  {r.operator_id[:10]:10} {r.profile_name[:18]:18} "
               f"{score:>6} {(r.auto_verdict or '-'):4}  {oper:10} {detail} {image}{flag}".rstrip())
     c = counts(rows)
     undecided = f", {c.no_read} no-read, {c.skipped} skipped, {c.not_decided} not decided" if (

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from inspector.cli import EXIT_OK, UsageError
+from inspector.commands.common import EXIT_OK, UsageError
 from inspector.records import RecordStore, RecordStoreError
 from inspector.records_pg import PostgresRecordStore, init_schema, is_postgres_url
 from inspector.records_report import DEFAULT_SHIFTS, GROUPS, parse_shifts, report, write_report_csv, write_table

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inspector.progress import Progress
+
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.hub import ModelHub
     from inspector.profile import ProductProfile
 
-Progress = Callable[[float, str], None]
-"""Progress callback: fraction done in [0, 1] and a short message."""
+__all__ = ["Detection", "Detector", "Progress", "Region", "StageTimer"]
 
 
 @dataclass
@@ -128,11 +129,24 @@ class Detector(ABC):
         """Adopt a profile whose changes affect only :meth:`finish` (thresholds, K, ratios)."""
         self.profile = profile
 
-    def detect(self, image: np.ndarray) -> Detection:
+    # The one place the two stages are timed (``Inspector.inspect`` and the preview use these too).
+    def timed_analyse(self, image: np.ndarray) -> tuple[Any, float]:
+        """:meth:`analyse` and the seconds it took."""
         t0 = time.perf_counter()
         analysis = self.analyse(image)
-        t1 = time.perf_counter()
+        return analysis, time.perf_counter() - t0
+
+    def timed_finish(self, analysis: Any, image: np.ndarray, analyse_seconds: float | None = None) -> Detection:
+        """:meth:`finish` with ``timings["finish"]`` (and ``["analyse"]`` when given) filled in,
+        unless the detector timed those stages itself."""
+        t0 = time.perf_counter()
         det = self.finish(analysis, image)
-        det.timings.setdefault("analyse", t1 - t0)
-        det.timings.setdefault("finish", time.perf_counter() - t1)
+        det.timings.setdefault("finish", time.perf_counter() - t0)
+        if analyse_seconds is not None:
+            det.timings.setdefault("analyse", analyse_seconds)
         return det
+
+    def detect(self, image: np.ndarray) -> Detection:
+        """Both stages on one image (what :meth:`inspector.inspection.Inspector.inspect` runs)."""
+        analysis, seconds = self.timed_analyse(image)
+        return self.timed_finish(analysis, image, seconds)

@@ -24,7 +24,8 @@ import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from inspector.imaging import IMAGE_EXTENSIONS, is_image_file, list_images
+from inspector.ground_truth import find_mask
+from inspector.imaging import is_image_file, list_images
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +121,6 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _find_mask(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}_mask", stem):
-        for ext in IMAGE_EXTENSIONS:
-            for candidate in (folder / f"{name}{ext}", folder / f"{name}{ext.upper()}"):
-                if candidate.is_file():
-                    return candidate
-    return None
-
-
 def detect_layout(root: Path) -> str:
     """Guess the layout of a category folder; :class:`DatasetError` when none fits."""
     root = Path(root)
@@ -186,7 +178,7 @@ def load_mvtec(root: Path) -> Dataset:
             if defect == GOOD:
                 samples.append(Sample(img, 0, GOOD, None))
                 continue
-            mask = _find_mask(gt / defect, img.stem)
+            mask = find_mask(gt / defect, img.stem)
             missing_masks += mask is None
             samples.append(Sample(img, 1, defect, mask))
     if missing_masks:
@@ -312,7 +304,7 @@ def load_folder(root: Path) -> Dataset:
     for path, defect in bad:
         mask = None
         if mask_dir.is_dir():
-            mask = (_find_mask(mask_dir / defect, path.stem) if defect != "bad" else None) or _find_mask(
+            mask = (find_mask(mask_dir / defect, path.stem) if defect != "bad" else None) or find_mask(
                 mask_dir, path.stem
             )
         samples.append(Sample(path, 1, defect, mask))

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from inspector.files import atomic_copy
 from inspector.imaging import ImageReadError, is_image_file, read_image, write_png
 from inspector.records import InspectionRecord
 
@@ -136,9 +135,7 @@ def _write_image(src: Path, dest: Path) -> None:
     """PNG files are copied byte for byte; other formats are decoded once and written as PNG."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.suffix.lower() == ".png":
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        atomic_copy(src, dest, fsync=False)
     else:
         write_png(dest, read_image(src, max_side=None))
 

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inspector.evaluate.metrics import AUPR_DEFINITION, METRIC_KEYS, precision_recall_curve, roc_curve
+from inspector.files import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.evaluate.runner import EvalResult
@@ -59,11 +59,7 @@ def metrics_document(result: EvalResult) -> dict[str, Any]:
 
 
 def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text, fsync=False)
 
 
 def write_metrics(result: EvalResult, path: str | Path) -> Path:
@@ -77,24 +73,21 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
 def write_scores_csv(result: EvalResult, path: str | Path) -> Path:
     """One row per test image: path, defect, label, score, verdict, mask known, map file, error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "defect", "label", "score", "verdict", "has_mask", "map", "error"])
-        for r in result.records:
-            map_rel = ""
-            if r.map_file is not None:
-                try:
-                    map_rel = r.map_file.relative_to(path.parent).as_posix()
-                except ValueError:
-                    map_rel = str(r.map_file)
-            w.writerow([
-                str(r.path), r.defect, r.label, "" if r.score is None else f"{r.score:.6g}",
-                r.verdict or "", int(r.has_mask), map_rel, r.error or "",
-            ])
-    os.replace(tmp, path)
-    return path
+    fh = io.StringIO(newline="")
+    w = csv.writer(fh)
+    w.writerow(["path", "defect", "label", "score", "verdict", "has_mask", "map", "error"])
+    for r in result.records:
+        map_rel = ""
+        if r.map_file is not None:
+            try:
+                map_rel = r.map_file.relative_to(path.parent).as_posix()
+            except ValueError:
+                map_rel = str(r.map_file)
+        w.writerow([
+            str(r.path), r.defect, r.label, "" if r.score is None else f"{r.score:.6g}",
+            r.verdict or "", int(r.has_mask), map_rel, r.error or "",
+        ])
+    return atomic_write(path, fh.getvalue(), fsync=False)
 
 
 def plot_curves(result: EvalResult, path: str | Path) -> Path:
@@ -302,18 +295,17 @@ def wrong_decisions(result: EvalResult, threshold: float, limit: int = GALLERY_L
 
 def _overlay_for(record: Any, image: np.ndarray, inspector: Any | None, threshold: float) -> np.ndarray | None:
     """The overlay the station would show: re-inspect with ``inspector``, else the saved map, else none."""
-    from inspector.imaging import render_overlay
+    from inspector.overlay import heat_vmax, render_overlay
 
     if inspector is not None:
         profile = inspector.profile.model_copy(deep=True).with_folder(inspector.profile.folder)
         profile.decision.image_threshold = threshold
         inspector.retune(profile)
         det = inspector.inspect(image, image_path=record.path).detection
-        vmax = max(1.0, float(det.anomaly_map.max()) if det.anomaly_map.size else 1.0)
-        return render_overlay(image, det.anomaly_map, det.regions, vmax=vmax)
+        return render_overlay(image, det.anomaly_map, det.regions, vmax=heat_vmax(threshold))
     if record.map_file is not None and Path(record.map_file).is_file():
         amap = np.load(record.map_file)
-        return render_overlay(image, amap.astype(np.float32), (), vmax=max(1.0, float(amap.max())))
+        return render_overlay(image, amap.astype(np.float32), (), vmax=heat_vmax(threshold))
     return None
 
 

@@ -23,6 +23,7 @@ from inspector.detect.base import Progress
 from inspector.detect.maps import resize_map
 from inspector.evaluate.datasets import GOOD, Dataset, Sample, load_dataset
 from inspector.evaluate.metrics import DEFAULT_MAX_FPR, METRIC_KEYS, summarise
+from inspector.ground_truth import read_mask
 from inspector.imaging import ImageReadError, read_image
 from inspector.inspection import Inspector
 from inspector.profile import ProductProfile
@@ -94,11 +95,10 @@ def _safe_name(text: str) -> str:
 
 
 def _mask_at(sample: Sample, size: int) -> np.ndarray | None:
-    """Ground truth at size×size (area/bilinear resize, then >= 0.5); zeros for good images without one."""
+    """Ground truth at size×size (:func:`inspector.ground_truth.read_mask`); zeros for good images without one."""
     if sample.mask_path is None:
         return np.zeros((size, size), dtype=bool) if sample.label == 0 else None
-    raw = read_image(sample.mask_path, max_side=None).max(axis=2) > 0  # non-zero = anomalous (VisA)
-    return resize_map(raw.astype(np.float32), (size, size)) >= 0.5
+    return read_mask(sample.mask_path, (size, size))
 
 
 def _as_inspector(obj: Inspector | ProductProfile, hub: Any | None) -> Inspector:

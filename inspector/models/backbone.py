@@ -70,6 +70,12 @@ def map_efficientnet_pytorch(state: dict[str, torch.Tensor], stage_depths: list[
 KEY_MAPS = {"efficientnet_pytorch": map_efficientnet_pytorch}
 
 
+def _stage(key: str) -> str:
+    """The stage a parameter belongs to: ``blocks.<n>`` in EfficientNets, else the top-level module."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "blocks" and len(parts) > 1 else parts[0]
+
+
 def build_timm(arch: str, state: dict[str, torch.Tensor], key_map: str | None = None,
                features_only: bool = True, out_indices: tuple[int, ...] = DEFAULT_OUT_INDICES,
                key: str = "*") -> torch.nn.Module:
@@ -91,11 +97,10 @@ def build_timm(arch: str, state: dict[str, torch.Tensor], key_map: str | None = 
         full = model if not features_only else timm.create_model(arch, pretrained=False)
         state = KEY_MAPS[key_map](state, [len(s) for s in full.blocks])
     result = model.load_state_dict(state, strict=False)
-    present = {k.split(".")[0] for k in model.state_dict()}
-    unexpected = [k for k in result.unexpected_keys if k.split(".")[0] in present]
-    if features_only:  # later stages of a truncated trunk are expected leftovers
-        kept = {k.rsplit(".", 1)[0] for k in model.state_dict()}
-        unexpected = [k for k in unexpected if k.rsplit(".", 1)[0] in kept]
+    # leftovers are fine only for whole stages the trunk does not have: a top-level module (a
+    # ResNet's layer4, the head) or, in EfficientNet trunks, a whole ``blocks.<stage>``
+    present = {_stage(k) for k in model.state_dict()}
+    unexpected = [k for k in result.unexpected_keys if _stage(k) in present or k.split(".")[0] in present - {"blocks"}]
     if result.missing_keys or unexpected:
         raise ValueError(
             f"model store entry {key!r}: checkpoint does not fit timm {arch!r} "

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspector.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
@@ -77,14 +79,8 @@ class DiskQueue:
         with self._lock:
             name = f"{self._seq:016d}{_SUFFIX}"
             self._seq += 1
-            tmp = self.folder / (name + ".tmp")
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    if self.fsync:
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                os.replace(tmp, self.folder / name)
+                atomic_write(self.folder / name, data, fsync=self.fsync)
             except OSError as exc:
                 raise QueueError(f"output queue {self.folder}: cannot write an entry ({exc}); "
                                  "free disk space or move outputs.queue_dir") from exc

@@ -20,9 +20,9 @@ class PatchCoreParams(Params):
         "(lite0 ships with Inspector; lite1/lite2 with the `backbones` extra)",
     )
     layers: list[int] = Field(
-        [2, 3], min_length=1, max_length=3,
+        [1, 2], min_length=1, max_length=3,
         description="backbone stages whose features are concatenated (1: stride 4, 2: stride 8, 3: stride 16); "
-        "PatchCore uses two mid-level stages",
+        "PatchCore uses two mid-level stages; strides 4+8 (default) measured better on small defects than 8+16",
     )
     input_size: int = Field(
         320, ge=64, le=1024, multiple_of=16,
@@ -59,7 +59,11 @@ class PatchCoreParams(Params):
         16384, ge=256, le=1_000_000,
         description="memory-bank patches kept; a larger bank is thinned by greedy coreset subsampling",
     )
-    coreset_dims: int = Field(64, ge=8, le=512, description="random-projection dimensions for the coreset selection")
+    coreset_dims: int = Field(32, ge=8, le=512, description="random-projection dimensions for the coreset selection")
+    coreset_candidates: int = Field(
+        4, ge=1, le=64, description="coreset: choose among this many times max_bank patches drawn at random "
+        "(bounds prepare time for large banks)",
+    )
     reweight_neighbours: int = Field(
         3, ge=0, le=32, description="PatchCore's b: neighbours of the nearest memory patch used to reweight "
         "the image score (0 = off)",
@@ -78,8 +82,10 @@ class PatchCoreParams(Params):
         description="0-shot (no reference shots): the map reaches 0.5 where a patch is this many times "
         "farther from the rest of its own image than the image's median patch",
     )
-    zero_shot_exclusion: int = Field(
-        2, ge=0, le=16, description="0-shot: patches within this many cells of each other are not compared",
+    zero_shot_exclusion_px: int = Field(
+        24, ge=0, le=256,
+        description="0-shot: patches closer than this (px at input size) are not compared, so a defect "
+        "cannot vouch for itself; defects larger than this score lower",
     )
     tiling: Literal["auto", "off", "on"] = Field(
         "auto",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from inspector.archive import ArchivePlan, plan_archive, write_archive
-from inspector.imaging import render_overlay
+from inspector.overlay import heat_vmax, render_overlay
 from inspector.records import (
     InspectionRecord,
     RecordKeeper,
@@ -442,7 +442,7 @@ class Session:
         image = res.frame.image
         if ins is None or image is None:
             return
-        vmax = 2.0 * self.threshold if self.threshold > 0 else 1.0
+        vmax = heat_vmax(self.threshold)
         image_path = ins.image_path
 
         def job() -> None:

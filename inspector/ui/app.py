@@ -7,20 +7,10 @@ command line never imports Qt.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-
-def has_display() -> bool:
-    """True when Qt can open windows (a display, or an explicit QT_QPA_PLATFORM such as offscreen)."""
-    if os.environ.get("QT_QPA_PLATFORM"):
-        return True
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 def run_station(profile: str | Path | None = None, source: str | Path | None = None,

@@ -18,9 +18,10 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar
 
+from inspector.progress import JobFn
+
 log = logging.getLogger(__name__)
 
-JobFn = Callable[[Any, Callable[[float, str], None], Callable[[], bool]], Any]
 _counter = itertools.count(1)
 
 

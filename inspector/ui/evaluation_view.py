@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
@@ -44,8 +43,10 @@ from inspector.evaluate.datasets import LAYOUTS, load_dataset
 from inspector.evaluate.metrics import precision_recall_curve, roc_curve
 from inspector.evaluate.report import Confusion, confusion_at, write_html_report
 from inspector.evaluate.runner import EvalResult, evaluate
+from inspector.ground_truth import read_mask
 from inspector.imaging import read_image
 from inspector.inspection import Inspector
+from inspector.overlay import heat_vmax
 from inspector.profile import ProductProfile, ProfileError, load_profile, save_profile
 from inspector.settings import Settings
 from inspector.ui.engineer_jobs import JobClient
@@ -488,19 +489,16 @@ class EvaluationView(QWidget):
             ins = inspector.inspect(image, image_path=rec.path)
             gt = None
             if mask_path is not None:
-                gt = read_image(mask_path, max_side=None).max(axis=2) > 0
-                if gt.shape != image.shape[:2]:
-                    gt = cv2.resize(gt.astype(np.uint8), (image.shape[1], image.shape[0]),
-                                    interpolation=cv2.INTER_NEAREST).astype(bool)
-            return image, ins, gt, rec
+                gt = read_mask(mask_path, image.shape[:2])
+            return image, ins, gt, rec, threshold
 
         self.detail_caption.setText(f"inspecting {rec.path.name}…")
         self.jobs.submit("detail", job, done=self._on_detail, failed=self._on_detail_failed)
 
     def _on_detail(self, payload: tuple) -> None:
-        image, ins, gt, rec = payload
+        image, ins, gt, rec, threshold = payload
         det = ins.detection
-        vmax = max(1.0, float(det.anomaly_map.max()) if det.anomaly_map.size else 1.0)
+        vmax = heat_vmax(threshold)
         self.detail.show_inspection(image, det.anomaly_map, det.regions, gt_mask=gt, vmax=vmax)
         truth = "defective" if rec.label else "good"
         self.detail_caption.setText(

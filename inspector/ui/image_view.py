@@ -42,7 +42,7 @@ LABEL_COLOR = QColor(255, 255, 0)
 
 
 def jet_lut() -> np.ndarray:
-    """256×3 uint8 jet lookup table, identical to OpenCV's (and :func:`inspector.imaging.colorize_map`)."""
+    """256×3 uint8 jet lookup table, identical to OpenCV's (and :func:`inspector.overlay.colorize_map`)."""
     ramp = np.arange(256, dtype=np.uint8).reshape(-1, 1)
     return cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB).reshape(256, 3)
 

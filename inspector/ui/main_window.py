@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 
 from inspector.imaging import is_image_file
 from inspector.models.hub import ModelHub
+from inspector.overlay import heat_vmax
 from inspector.profile import list_profiles
 from inspector.records import RecordKeeper, RecordStore, RecordStoreError, SqliteRecordStore
 from inspector.settings import Settings, inspector_home
@@ -977,7 +978,7 @@ class MainWindow(QMainWindow):
         ref_title = res.reference_path.name if res.reference_path else ""
         self.view.show_inspection(
             frame.image, ins.detection.anomaly_map, ins.regions, res.gt_mask, res.reference, ref_title,
-            vmax=2.0 * threshold if threshold > 0 else 1.0,
+            vmax=heat_vmax(threshold),
         )
         record = self.session.decision_of(key)
         decided = describe_decision(record) if record is not None else None

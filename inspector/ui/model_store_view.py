@@ -54,7 +54,7 @@ def detect_devices() -> list[tuple[str, str]]:
 
     import torch
 
-    from inspector.models.hub import cpu_supports_bf16
+    from inspector.models.device import cpu_supports_bf16
 
     bf16 = ", bf16" if cpu_supports_bf16() else ""
     devices = [("cpu", f"CPU ({os.cpu_count() or '?'} cores{bf16})")]

@@ -273,9 +273,3 @@ class PreviewEngine:
         return PreviewResult(image=image, inspection=inspection, effect=effect, analysed=analysed,
                              threshold=self.inspector.profile.decision.image_threshold)
 
-    def forget(self) -> None:
-        """Drop cached analyses and the inspector (e.g. after a device change)."""
-        with self._lock:
-            self.inspector = None
-            self._analyses.clear()
-            self._images.clear()

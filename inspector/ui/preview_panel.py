@@ -26,11 +26,11 @@ from PySide6.QtWidgets import (
 
 from inspector.imaging import IMAGE_EXTENSIONS, ImageReadError, read_image
 from inspector.inspection import Inspection
+from inspector.overlay import heat_vmax
 from inspector.ui.image_view import ImageView
 
 log = logging.getLogger(__name__)
 
-PREVIEW_MAX_SIDE = 4096  # same cap as the station's reader, so ROI pixels match the full image
 ROI_INSET = 0.1
 """A new ROI starts as a rectangle inset by this fraction of the image size."""
 
@@ -126,7 +126,7 @@ class PreviewPanel(QWidget):
         if not path:
             return
         try:  # show the picture at once; the overlay follows when the worker is done
-            self.show_image(read_image(path, max_side=PREVIEW_MAX_SIDE))
+            self.show_image(read_image(path))  # the station reader's cap, so ROI pixels match the full image
             self.verdict_label.setText("analysing…")
         except ImageReadError as exc:
             self.show_message(str(exc), error=True)
@@ -148,9 +148,8 @@ class PreviewPanel(QWidget):
     def show_result(self, image: np.ndarray, inspection: Inspection, effect: str, threshold: float,
                     analysed: bool = False) -> None:
         det = inspection.detection
-        vmax = max(1.0, float(det.anomaly_map.max()) if det.anomaly_map.size else 1.0)
         self._image_shape = image.shape[:2]
-        self.image_view.show_inspection(image, det.anomaly_map, det.regions, vmax=vmax)
+        self.image_view.show_inspection(image, det.anomaly_map, det.regions, vmax=heat_vmax(threshold))
         colour = "#c0392b" if inspection.verdict == "FAIL" else "#1e8449"
         self.verdict_label.setText(
             f"<b style='color:{colour}'>{inspection.verdict}</b> &nbsp; score {det.image_score:.3f}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from inspector.records import (
     counts,
     effective,
     export_csv,
+    local_time,
     to_utc_iso,
 )
 
@@ -45,14 +46,6 @@ OUTCOME_TEXT = {"correction": "CORRECTION", "no_read": "NO-READ", "skipped": "SK
 RESULTS = [("Any result", ""), ("PASS", "PASS"), ("FAIL", "FAIL"), ("NO-READ", "no_read"), ("SKIPPED", "skipped"),
            ("NOT DECIDED", "not_decided")]
 MAX_ROWS = 20000
-
-
-def local_time(ts: str) -> str:
-    try:
-        moment = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).astimezone()
-    except ValueError:
-        return ts
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _short_path(path: str) -> str:

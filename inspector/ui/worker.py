@@ -34,10 +34,11 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
-from inspector.imaging import array_sha256, file_sha256
+from inspector.files import array_sha256, file_sha256
 from inspector.inspection import Inspector
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, load_profile
+from inspector.progress import JobFn
 from inspector.settings import Settings
 from inspector.sources import FolderSource, Frame, FrameGrabber, Source, read_ground_truth
 from inspector.station.references import ReferenceMatcher
@@ -46,8 +47,6 @@ from inspector.ui import gc_guard
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
-JobFn = Callable[[ModelHub, Progress, Callable[[], bool]], Any]
 
 
 @dataclass
@@ -86,10 +85,6 @@ class _Job:
 @dataclass
 class _Call:
     fn: Callable[[], None]
-
-
-class _Cancelled(Exception):
-    pass
 
 
 class StationWorker(QObject):
@@ -422,7 +417,9 @@ class StationWorker(QObject):
             return
         assert frame.image is not None
         try:
-            if frame.path is not None and not is_video(frame.path):
+            if frame.sha256 is not None:  # the bytes the image was decoded from (read once)
+                sha = frame.sha256
+            elif frame.path is not None and not is_video(frame.path):
                 sha = file_sha256(frame.path)
             else:  # a camera frame or a frame of a video file: the hash of the frame itself
                 sha = array_sha256(frame.image)
@@ -449,8 +446,6 @@ class StationWorker(QObject):
 
         try:
             out = job.fn(self.hub, progress, is_cancelled)
-        except _Cancelled:
-            self.job_failed.emit(tag, "cancelled")
         except Exception as exc:  # noqa: BLE001
             if is_cancelled():
                 self.job_failed.emit(tag, "cancelled")

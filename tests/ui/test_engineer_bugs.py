@@ -69,7 +69,9 @@ def test_counts_are_right_straight_after_a_run(qtbot, view: EvaluationView, data
     _run(qtbot, view, dataset)
     t = widget_profile.decision.image_threshold
     assert view.threshold() == pytest.approx(t)  # the line did not move: the counts must be right anyway
-    c = confusion_at(view._scores, view._labels, t)
+    assert view.result is not None
+    scored = view.result.scored
+    c = confusion_at(np.array([r.score for r in scored]), np.array([r.label for r in scored]), t)
     label = view.confusion_label.text()
     assert f"escapes {c.escapes}</b>" in label and f"of {N_BAD} defective" in label
     assert f"false rejects {c.false_rejects}</b>" in label and f"of {N_GOOD} good" in label

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGroupBox
 
 from inspector.detect.variation import VariationDetector
 from inspector.profile import ProfileError, load_profile
@@ -106,7 +107,8 @@ def test_fade_896_on_cpu_warns(qtbot, editor: ProfileEditor) -> None:
     assert editor.cpu_warning.isHidden()  # variation does not use the scales
     editor.fields["pipeline"].widget.setCurrentIndex(editor.fields["pipeline"].widget.findData("fade"))
     assert not editor.cpu_warning.isHidden()
-    assert not editor._section_boxes["fade"].isHidden() and editor._section_boxes["variation"].isHidden()
+    shown = {b.title(): not b.isHidden() for b in editor.findChildren(QGroupBox)}  # what the engineer sees
+    assert shown["fade parameters"] and not shown["variation parameters"]
     _type(qtbot, editor, "image_scales", "240, 448")
     assert editor.cpu_warning.isHidden()
 

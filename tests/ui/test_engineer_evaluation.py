@@ -69,7 +69,9 @@ def test_threshold_line_moves_confusion_counts(qtbot, view: EvaluationView, data
     assert view.table.rowCount() == N_GOOD + N_BAD
     assert f"{N_GOOD + N_BAD} images scored ({N_BAD} defective)" in view.status.text()
     assert view.threshold() == pytest.approx(widget_profile.decision.image_threshold)
-    scores = view._scores
+    assert view.result is not None
+    scores = np.array([r.score for r in view.result.scored])  # what the table rows show
+    labels = np.array([r.label for r in view.result.scored])
 
     view.threshold_line.setValue(float(scores.min()) - 0.01)  # everything FAILs
     c = view.confusion()
@@ -82,11 +84,11 @@ def test_threshold_line_moves_confusion_counts(qtbot, view: EvaluationView, data
 
     view.threshold_spin.setValue(1.0)  # the spin box drives the line too (scores top out at 1)
     c = view.confusion()
-    expected = confusion_at(scores, view._labels, 1.0)
+    expected = confusion_at(scores, labels, 1.0)
     assert (c.escapes, c.false_rejects) == (expected.escapes, expected.false_rejects)
     assert f"escapes {expected.escapes}</b>" in view.confusion_label.text()
     assert [view.table.item(r, 4).text() for r in range(view.table.rowCount())] == [
-        "FAIL" if view._scores[view.table.item(r, 0).data(Qt.ItemDataRole.UserRole)] >= 1.0 else "PASS"
+        "FAIL" if scores[view.table.item(r, 0).data(Qt.ItemDataRole.UserRole)] >= 1.0 else "PASS"
         for r in range(view.table.rowCount())]
 
     middle = float(np.sort(scores)[N_GOOD])  # the 4th lowest score: exactly three images below it

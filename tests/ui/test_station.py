@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 
-from inspector.imaging import file_sha256, write_png
+from inspector.files import file_sha256
+from inspector.imaging import write_png
 from inspector.records import SqliteRecordStore, accounted, effective
 from tests.ui.conftest import REASONS, make_profile, plate
 from tests.ui.station_support import (  # noqa: F401 - fixtures

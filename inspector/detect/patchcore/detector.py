@@ -276,8 +276,8 @@ class PatchCoreDetector(Detector):
         owners = torch.cat([torch.full((r.shape[0],), i) for i, r in enumerate(per_ref)])
         allp = torch.cat(per_ref)
         report(0.62, f"memory bank: {allp.shape[0]} patches")
-        if allp.shape[0] > p.max_bank:
-            keep = greedy_coreset(allp, p.max_bank, p.coreset_dims)
+        if mode == "global" and allp.shape[0] > p.max_bank:
+            keep = greedy_coreset(allp, p.max_bank, p.coreset_dims, candidates=p.coreset_candidates * p.max_bank)
             allp, owners = allp[keep], owners[keep]
             report(0.75, f"coreset: kept {p.max_bank} patches")
         ref_grids = torch.stack([g[0] for g in plain]) if mode == "local" else None
@@ -393,7 +393,8 @@ class PatchCoreDetector(Detector):
         maps, medians = [], []
         for g in grids:
             d, h, w = g.shape
-            s = mutual_scores(to_patches(g[None]), h, w, p.zero_shot_exclusion)
+            cells = -(-p.zero_shot_exclusion_px // p.feature_stride)  # ceil: px at input size -> grid cells
+            s = mutual_scores(to_patches(g[None]), h, w, cells)
             medians.append(float(s.median()))
             maps.append(resize_map(s.reshape(h, w).numpy(), (size, size)))
         raw = maps[0] if len(grids) == 1 and not wants_tiles(shape, p) else self._stitch(maps, shape)

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-QUERY_CHUNK = 4096
+QUERY_CHUNK = 1024
 
 
 def nearest(query: torch.Tensor, bank: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,8 +23,13 @@ def nearest(query: torch.Tensor, bank: torch.Tensor, k: int = 1) -> tuple[torch.
     dists, idxs = [], []
     for start in range(0, query.shape[0], QUERY_CHUNK):
         q = query[start:start + QUERY_CHUNK]
-        d2 = (q * q).sum(1, keepdim=True) + bank_sq[None, :] - 2.0 * (q @ bank.T)
-        val, idx = torch.topk(d2, k, dim=1, largest=False)
+        # ‖m‖² − 2 q·m in one fused product; ‖q‖² does not change the ranking, so it is added after
+        part = torch.addmm(bank_sq[None, :], q, bank.T, beta=1.0, alpha=-2.0)
+        if k == 1:  # min is several times faster than topk on wide rows
+            val, idx = part.min(1, keepdim=True)
+        else:
+            val, idx = torch.topk(part, k, dim=1, largest=False)
+        val = val + (q * q).sum(1, keepdim=True)
         dists.append(val.clamp_min_(0).sqrt_())
         idxs.append(idx)
     return torch.cat(dists), torch.cat(idxs)
@@ -47,17 +52,21 @@ def reweight(test_patch: torch.Tensor, nearest_idx: int, bank: torch.Tensor, b: 
 
 
 def greedy_coreset(x: torch.Tensor, n: int, proj_dims: int = 64, max_rounds: int = 1024,
-                   seed: int = 0) -> torch.Tensor:
+                   seed: int = 0, candidates: int | None = None) -> torch.Tensor:
     """Indices of ``n`` rows chosen by greedy k-centre (PatchCore eq. 4, minimax facility location).
 
     As PatchCore, it selects on a random projection (Johnson–Lindenstrauss) to ``proj_dims``.
     To bound the cost on CPU the selection runs in at most ``max_rounds`` rounds: each round
     takes the ``ceil(n / rounds)`` rows farthest from everything chosen so far and updates the
-    distances with one matrix product (exact greedy when ``n <= max_rounds``)."""
+    distances with one matrix product (exact greedy when ``n <= max_rounds``). ``candidates``:
+    select among that many rows drawn at random first (the cost is rows × n × proj_dims)."""
     m = x.shape[0]
     if n >= m:
         return torch.arange(m)
     gen = torch.Generator().manual_seed(seed)
+    if candidates is not None and n < candidates < m:
+        pool = torch.randperm(m, generator=gen)[:candidates]
+        return pool[greedy_coreset(x[pool], n, proj_dims, max_rounds, seed)]
     z = x.float()
     if z.shape[1] > proj_dims:
         proj = torch.randn(z.shape[1], proj_dims, generator=gen) / math.sqrt(proj_dims)
@@ -117,9 +126,7 @@ def local_nearest(query: torch.Tensor, bank: torch.Tensor, radius: int) -> tuple
     if query.shape != (d, h, w):
         raise ValueError(f"query {tuple(query.shape)} does not match the bank's grid {(d, h, w)}")
     r = max(0, int(radius))
-    q_sq = (query * query).sum(0)  # h, w
     b_sq = (bank * bank).sum(1)  # K, h, w
-    inf = torch.tensor(float("inf"))
     best = torch.full((h, w), float("inf"))
     best_idx = torch.zeros((h, w), dtype=torch.long)
     ii = torch.arange(h)[:, None].expand(h, w)
@@ -129,11 +136,11 @@ def local_nearest(query: torch.Tensor, bank: torch.Tensor, radius: int) -> tuple
             # the bank cell (i + di, j + dj) seen from query cell (i, j); outside the grid: none
             si, sj = (ii + di).clamp(0, h - 1), (jj + dj).clamp(0, w - 1)
             valid = ((ii + di) >= 0) & ((ii + di) < h) & ((jj + dj) >= 0) & ((jj + dj) < w)
-            shifted = bank[:, :, si, sj]  # K, D, h, w
-            d2 = q_sq[None] + b_sq[:, si, sj] - 2.0 * (shifted * query[None]).sum(1)  # K, h, w
+            # ‖q‖² is the same for every candidate of a cell: added once at the end
+            d2 = b_sq[:, si, sj] - 2.0 * (bank[:, :, si, sj] * query[None]).sum(1)  # K, h, w
             val, which = d2.min(0)
-            val = torch.where(valid, val, inf)
-            better = val < best
+            better = (val < best) & valid
             best = torch.where(better, val, best)
             best_idx = torch.where(better, which * h * w + si * w + sj, best_idx)
+    best = best + (query * query).sum(0)
     return best.clamp_min_(0).sqrt_(), best_idx

@@ -651,11 +651,12 @@ class FieldChange:
 _BOOKKEEPING = ("version", "saved_at", "change_note")
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to ``{"a.b": value}``; lists stay whole (a list is one field)."""
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: data}
 
@@ -665,7 +666,7 @@ def diff_profiles(old: ProductProfile, new: ProductProfile, bookkeeping: bool = 
 
     ``version``, ``saved_at`` and ``change_note`` differ between any two versions and are left out
     unless ``bookkeeping``."""
-    a, b = _flatten(old.to_yaml_dict()), _flatten(new.to_yaml_dict())
+    a, b = flatten(old.to_yaml_dict()), flatten(new.to_yaml_dict())
     keys = list(a) + [k for k in b if k not in a]
     return [FieldChange(k, a.get(k), b.get(k)) for k in keys
             if a.get(k) != b.get(k) and (bookkeeping or k not in _BOOKKEEPING)]

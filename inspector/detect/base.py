@@ -72,6 +72,21 @@ class Detection:
         self.image_score = float(self.image_score)
 
 
+def reference_hashes(profile: ProductProfile, paths: list, error: type[Exception]) -> list[str]:
+    """sha256 of each reference shot (the cache keys of every reference-based method).
+
+    A file that cannot be read raises ``error`` naming the profile and the file."""
+    from inspector.files import file_sha256
+
+    hashes = []
+    for path in paths:
+        try:
+            hashes.append(file_sha256(path))
+        except OSError as exc:
+            raise error(f"profile {profile.name!r}: reference shot {path}: cannot read ({exc})") from exc
+    return hashes
+
+
 class StageTimer:
     """Collects wall-clock seconds per named stage: ``with timer("sam"): ...``."""
 

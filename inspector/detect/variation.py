@@ -52,9 +52,9 @@ import cv2
 import numpy as np
 
 from inspector.cache import ArrayCache, cache_key
-from inspector.detect.base import Detection, Detector, Progress, StageTimer
+from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
 from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
-from inspector.imaging import file_sha256, read_image
+from inspector.imaging import read_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.hub import ModelHub
@@ -502,12 +502,7 @@ class VariationDetector(Detector):
             )
         report = progress or (lambda f, m: None)
         report(0.0, "hashing reference shots")
-        hashes = []
-        for path in paths:
-            try:
-                hashes.append(file_sha256(path))
-            except OSError as exc:
-                raise VariationError(f"profile {profile.name!r}: reference shot {path}: cannot read ({exc})") from exc
+        hashes = reference_hashes(profile, paths, VariationError)
         shaping = profile.variation.model_dump(exclude=set(_FINISH_FIELDS))
         key = cache_key(ALGORITHM_VERSION, self._baseline, hashes, shaping)
         cache = ArrayCache()

@@ -39,7 +39,7 @@ from inspector.detect.base import Progress
 from inspector.imaging import read_image
 from inspector.inspection import Inspection, Inspector
 from inspector.models.hub import ModelHub
-from inspector.profile import PIPELINES, ProductProfile, model_fields_read
+from inspector.profile import PIPELINES, ProductProfile, flatten, model_fields_read
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +131,6 @@ def sections_used(pipeline: str) -> frozenset[str]:
     return SECTIONS_USED.get(pipeline, frozenset({pipeline}))
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to ``{"a.b": value}``; lists stay whole (a list is one field)."""
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
 
 
 def changed_fields(old: ProductProfile, new: ProductProfile) -> list[str]:

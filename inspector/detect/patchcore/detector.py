@@ -43,13 +43,13 @@ import numpy as np
 import torch
 
 from inspector.cache import ArrayCache, cache_key
-from inspector.detect.base import Detection, Detector, Progress, StageTimer
+from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
 from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
 from inspector.detect.patchcore.features import embed, to_patches
 from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
 from inspector.detect.patchcore.tiling import Stitcher, tile_grid
 from inspector.detect.variation import structure_share, to_lab
-from inspector.imaging import file_sha256, read_image
+from inspector.imaging import read_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.backbone import BackboneModel
@@ -208,12 +208,7 @@ class PatchCoreDetector(Detector):
             log.info("patchcore: profile %r has no reference shots: 0-shot mutual scoring", profile.name)
             report(1.0, "no reference shots: 0-shot mode")
             return
-        hashes = []
-        for path in paths:
-            try:
-                hashes.append(file_sha256(path))
-            except OSError as exc:
-                raise PatchCoreError(f"profile {profile.name!r}: reference shot {path}: cannot read ({exc})") from exc
+        hashes = reference_hashes(profile, paths, PatchCoreError)
         shaping = p.model_dump(exclude=set(_FINISH_FIELDS))
         key = cache_key(ALGORITHM_VERSION, hashes, shaping, self._backbone_identity(hub))
         cache = ArrayCache()

@@ -130,8 +130,10 @@ class Session:
         archive_dir: str | Path,
         archive_images: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        on_saved: Callable[[InspectionRecord], None] | None = None,
     ) -> None:
         self.keeper = keeper
+        self.on_saved = on_saved  # e.g. the plant outputs' publish_record; called after every save
         self.station_id = station_id
         self.archive_dir = Path(archive_dir)
         self.archive_images = archive_images
@@ -435,7 +437,17 @@ class Session:
             log.error("record %s not saved: %s", rec.uid, exc)
             raise
         self.records.append(rec)
+        self._publish(rec)
         return Saved(rec, stored, None if stored is not None else self.keeper.last_error)
+
+    def _publish(self, rec: InspectionRecord) -> None:
+        """Hand a saved record to ``on_saved``; a failing output never fails the decision."""
+        if self.on_saved is None:
+            return
+        try:
+            self.on_saved(rec)
+        except Exception:  # noqa: BLE001 - the record is stored; the outputs are secondary
+            log.exception("publishing record %s to the outputs failed", rec.uid)
 
     def _archive(self, plan: ArchivePlan, res: StationResult) -> None:
         ins = res.inspection

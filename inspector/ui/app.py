@@ -9,8 +9,39 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inspector.outputs.dispatcher import Dispatcher
+    from inspector.records import RecordKeeper
+    from inspector.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def build_keeper(settings: Settings) -> RecordKeeper:
+    """The station's record keeper: journal first, then the database (retried when down).
+
+    ``settings.records_url`` (a ``postgresql://`` URL) selects the plant's PostgreSQL server,
+    otherwise the SQLite file at ``settings.records_path``."""
+    from inspector.records import RecordKeeper
+
+    if settings.records_url:
+        from inspector.records_pg import keeper_for_settings
+
+        return keeper_for_settings(settings)
+    return RecordKeeper.for_settings(settings)
+
+
+def build_outputs(settings: Settings) -> Dispatcher | None:
+    """The dispatcher for the ``outputs:`` section (MQTT, webhook), or None when none is configured.
+
+    Raises :class:`~inspector.outputs.config.OutputConfigError` naming the bad field."""
+    if not settings.outputs:
+        return None
+    from inspector.outputs.config import OutputsConfig, build_dispatcher
+
+    return build_dispatcher(OutputsConfig.parse(settings.outputs), settings.station_id)
 
 
 def run_station(profile: str | Path | None = None, source: str | Path | None = None,
@@ -24,7 +55,8 @@ def run_station(profile: str | Path | None = None, source: str | Path | None = N
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtWidgets import QApplication
 
-    from inspector.records import RecordKeeper
+    from inspector.outputs.config import OutputConfigError
+    from inspector.records import RecordStoreError
     from inspector.settings import Settings, SettingsError
     from inspector.station import Session
     from inspector.ui.main_window import MainWindow, guess_source_kind
@@ -38,9 +70,16 @@ def run_station(profile: str | Path | None = None, source: str | Path | None = N
     QCoreApplication.setOrganizationName("Inspector")
     QCoreApplication.setApplicationName("Station")
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "inspector"])
-    keeper = RecordKeeper.for_settings(settings)  # journal first, then the database (retried when down)
-    session = Session(keeper, settings.station_id, settings.archive_dir, settings.archive_images)
-    window = MainWindow(settings, store=keeper.store, session=session, users=UserStore())  # the view takes its model
+    try:
+        keeper = build_keeper(settings)
+        dispatcher = build_outputs(settings)
+    except (RecordStoreError, OutputConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    session = Session(keeper, settings.station_id, settings.archive_dir, settings.archive_images,
+                      on_saved=dispatcher.publish_record if dispatcher is not None else None)
+    window = MainWindow(settings, store=keeper.store, session=session, users=UserStore(),
+                        dispatcher=dispatcher)  # the view takes its model; it stops the outputs at close
     window.show()
     if source is not None:
         kind = source_kind or guess_source_kind(source)

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 
 from inspector.imaging import is_image_file
 from inspector.models.hub import ModelHub
+from inspector.outputs.dispatcher import Dispatcher
 from inspector.overlay import heat_vmax
 from inspector.profile import list_profiles
 from inspector.records import RecordKeeper, RecordStore, RecordStoreError, SqliteRecordStore
@@ -104,8 +105,10 @@ class MainWindow(QMainWindow):
         lookahead: int = 1,
         session: Session | None = None,
         users: UserStore | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         super().__init__()
+        self.dispatcher = dispatcher  # the plant outputs (MQTT, webhook); stopped when the window closes
         self.settings = settings or Settings.load()
         self.qs = qsettings or QSettings("Inspector", "Station")
         self.users = users or UserStore()
@@ -137,7 +140,8 @@ class MainWindow(QMainWindow):
             else:
                 keeper = RecordKeeper(self.store, opener=lambda: SqliteRecordStore(self.settings.records_path))
             session = Session(keeper, self.settings.station_id, self.settings.archive_dir,
-                              self.settings.archive_images)
+                              self.settings.archive_images,
+                              on_saved=dispatcher.publish_record if dispatcher is not None else None)
         self.session = session
         self.keeper = session.keeper
         if self.store is None:
@@ -148,6 +152,10 @@ class MainWindow(QMainWindow):
         self._retry_timer = QTimer(self)
         self._retry_timer.setInterval(5000)
         self._retry_timer.timeout.connect(self._retry_pending)
+        self._backlog_timer = QTimer(self)  # the backlogs drain in other threads: refresh them
+        self._backlog_timer.setInterval(2000)
+        self._backlog_timer.timeout.connect(self._update_backlog)
+        self._backlog_timer.start()
 
         self._build_ui()
         self._connect_worker()
@@ -290,6 +298,7 @@ class MainWindow(QMainWindow):
         self.queue_label = QLabel("queue 0")
         self.dropped_label = QLabel("")
         self.records_label = QLabel("")
+        self.outputs_label = QLabel("")
         self.loading_bar = QProgressBar()
         self.loading_bar.setRange(0, 100)
         self.loading_bar.setMaximumWidth(200)
@@ -299,7 +308,7 @@ class MainWindow(QMainWindow):
         shrinkable(self.model_label, self.timing_label, wrap=False)
         sb.addWidget(self.model_label, 2)
         sb.addWidget(self.timing_label, 1)
-        for w in (self.device_label, self.queue_label, self.dropped_label, self.records_label):
+        for w in (self.device_label, self.queue_label, self.dropped_label, self.records_label, self.outputs_label):
             sb.addPermanentWidget(w)
         sb.addPermanentWidget(self.loading_bar)
 
@@ -1139,15 +1148,33 @@ class MainWindow(QMainWindow):
     def _update_status(self) -> None:
         self.queue_label.setText(f"queue {self.queue}" + (" · busy" if self.worker.is_busy() else ""))
         self.dropped_label.setText(f"dropped {self.dropped}" if self.review and self.review.mode == "live" else "")
-        pending = len(self.keeper.pending)
+        self._update_backlog()
+        self._update_position()
+
+    def _update_backlog(self) -> None:
+        """Records not yet in the database (``keeper.backlog``) and results not yet sent to the outputs."""
+        pending = self.keeper.backlog
         if pending:
             self.records_label.setText(f"<b style='color:#8c1d18'>{pending} NOT SAVED</b>")
+            journal = getattr(self.keeper, "journal", None)
+            self.records_label.setToolTip(
+                f"{pending} record(s) not in the records database yet"
+                + (f"; kept in the journal {getattr(journal, 'path', '')} and written when it is back"
+                   if journal is not None else ""))
         elif self.store is not None:
             self.records_label.setText("records ✔")
             self.records_label.setToolTip(f"records of station {self.settings.station_id}: {self.store.location}")
         else:
             self.records_label.setText("<b style='color:#8c1d18'>records unavailable</b>")
-        self._update_position()
+        if self.dispatcher is None or not self.dispatcher.lanes:
+            self.outputs_label.setText("")
+            return
+        waiting = self.dispatcher.backlog_total
+        self.outputs_label.setText(f"<b style='color:#8c1d18'>outputs: {waiting} waiting</b>" if waiting
+                                   else "outputs ✔")
+        self.outputs_label.setToolTip("\n".join(
+            f"{st.name}: {st.backlog} waiting, {st.delivered} sent, {st.dropped} dropped, {st.rejected} rejected"
+            + (f" — {st.last_error}" if st.last_error else "") for st in self.dispatcher.status()))
 
     def _ask(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text)
@@ -1187,6 +1214,9 @@ class MainWindow(QMainWindow):
         if self._own_worker:
             self.worker.stop()
         self.session.close()
+        self._backlog_timer.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.close()  # what is still queued stays on disk and is sent at the next start
         if self.keeper.pending:
             self.keeper.retry()
         journal = getattr(self.keeper, "journal", None)

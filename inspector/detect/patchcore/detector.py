@@ -50,6 +50,7 @@ from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mut
 from inspector.detect.patchcore.tiling import Stitcher, tile_grid
 from inspector.detect.variation import structure_share, to_lab
 from inspector.imaging import read_image
+from inspector.models.device import inference_autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.backbone import BackboneModel
@@ -121,7 +122,6 @@ class PatchCoreAnalysis:
     raw_map: np.ndarray  # float32, distances upsampled to the working frame (input px or tiled frame)
     weight: float  # eq. 7 factor of the image score (1 in 0-shot)
     zero_shot_scale: float | None  # 0-shot: the image's median patch score
-    sigma_px: float  # smoothing sigma in raw_map pixels
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -165,8 +165,6 @@ class PatchCoreDetector(Detector):
         p = self.params
         bb = self.backbone
         x = torch.cat([bb.preprocess(im, p.input_size) for im in images])
-        from inspector.models.hub import inference_autocast
-
         # CPU bf16 autocast measured 2.3x slower than fp32 for this depthwise CNN (bench/patchcore.py),
         # so the CPU runs it in fp32 whatever the hub's precision; CUDA uses the hub's (fp16)
         dtype = bb.dtype if bb.device.type == "cuda" else torch.float32
@@ -176,9 +174,9 @@ class PatchCoreDetector(Detector):
         chosen = [feats[i - 1].float() for i in p.layers]
         return embed(chosen, p.patch_neighbourhood, p.feature_norm == "layer_l2").cpu()
 
-    def _tiles(self, image: np.ndarray) -> tuple[list[tuple[int, int]], int]:
+    def _tiles(self, shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], int]:
         p = self.params
-        h, w = image.shape[:2]
+        h, w = shape[:2]
         tile = min(p.tile_size, h, w)
         return tile_grid(h, w, tile, p.tile_overlap), tile
 
@@ -187,7 +185,7 @@ class PatchCoreDetector(Detector):
         p = self.params
         if not wants_tiles(image.shape, p):
             return [self._grid([fit_square(image, p.input_size)])[0]]
-        starts, tile = self._tiles(image)
+        starts, tile = self._tiles(image.shape)
         out: list[torch.Tensor] = []
         for b in range(0, len(starts), p.tile_batch):
             crops = [fit_square(image[y:y + tile, x:x + tile], p.input_size) for y, x in starts[b:b + p.tile_batch]]
@@ -319,14 +317,10 @@ class PatchCoreDetector(Detector):
 
     def _reference_threshold(self) -> float:
         p = self.params
-        sigma = self._sigma_px(self.state["loo_maps"].shape[1:])
+        sigma = p.smoothing_sigma  # input-size px; a tiled frame is at that scale too
         worst = max(image_score(gaussian_smooth(m, sigma), p.image_score, p.top_fraction) * float(w)
                     for m, w in zip(self.state["loo_maps"], self.state["loo_weights"], strict=True))
         return max(p.calibration_margin * worst, 1e-6)
-
-    def _sigma_px(self, frame_hw: tuple[int, ...]) -> float:
-        """σ in pixels of a raw map: ``smoothing_sigma`` is given in input-size pixels."""
-        return self.params.smoothing_sigma
 
     # ----------------------------------------------------------------- scoring
     def _score_grids(self, grids: list[torch.Tensor], bank: torch.Tensor, shape: tuple[int, ...],
@@ -361,7 +355,7 @@ class PatchCoreDetector(Detector):
         """Tile maps (each input_size²) into the tiled frame: the image at input_size/tile scale."""
         p = self.params
         h, w = shape[:2]
-        starts, tile = self._tiles(np.empty((h, w), np.uint8))
+        starts, tile = self._tiles(shape)
         scale = p.input_size / tile
         fh, fw = max(1, round(h * scale)), max(1, round(w * scale))
         st = Stitcher(fh, fw)
@@ -383,7 +377,7 @@ class PatchCoreDetector(Detector):
             else:
                 raw, weight, scale = self._zero_shot(grids, image.shape)
         return PatchCoreAnalysis(raw_map=raw.astype(np.float32), weight=weight, zero_shot_scale=scale,
-                                 sigma_px=self._sigma_px(raw.shape), timings=timer.timings)
+                                 timings=timer.timings)
 
     def _zero_shot(self, grids: list[torch.Tensor], shape: tuple[int, ...]) -> tuple[np.ndarray, float, float]:
         p = self.params
@@ -400,7 +394,7 @@ class PatchCoreDetector(Detector):
 
     def finish(self, analysis: PatchCoreAnalysis, image: np.ndarray) -> Detection:
         p = self.params
-        smooth = gaussian_smooth(analysis.raw_map, analysis.sigma_px)
+        smooth = gaussian_smooth(analysis.raw_map, p.smoothing_sigma)
         if analysis.zero_shot_scale is not None:
             threshold = p.zero_shot_ratio * analysis.zero_shot_scale
         else:

@@ -21,13 +21,19 @@ journal (:func:`keeper_for_settings`): while the server is unreachable :meth:`ap
 server answers again. The store reconnects by itself.
 
 ``inspector records init-postgres URL`` runs :func:`init_schema` (schema, triggers, roles).
+``records import FILE --db URL`` appends one station's export to that station's chain
+(:func:`import_jsonl`); ``records backup DEST --db URL`` writes a consistent ``pg_dump`` of the
+records schema (:func:`dump_schema`; restore with ``pg_restore``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -44,9 +50,12 @@ from inspector.records import (
     RecordJournal,
     RecordKeeper,
     RecordQuery,
+    RecordImportError,
     RecordStoreError,
     VerifyResult,
+    plan_import,
     read_checkpoints,
+    read_import_file,
     row_hash,
     to_utc_iso,
 )
@@ -167,6 +176,7 @@ GRANT SELECT, INSERT ON {s}.inspections, {s}.stations TO {WRITER_ROLE};
 GRANT SELECT ON {s}.chain_heads, {s}.meta TO {WRITER_ROLE};
 GRANT USAGE ON SEQUENCE {s}.inspections_seq_seq TO {WRITER_ROLE};
 GRANT SELECT ON {s}.inspections, {s}.stations, {s}.chain_heads, {s}.meta TO {READER_ROLE};
+GRANT SELECT ON SEQUENCE {s}.inspections_seq_seq TO {READER_ROLE};
 """
 
 
@@ -547,16 +557,93 @@ class PostgresRecordStore:
         return VerifyResult(True, n, f"{n} rows from {stations} station(s), every chain linked and matching its "
                             f"recorded head, {n_cp} signed checkpoints match" + note, None, [], n_cp)
 
+    def station_key_id(self, station: str) -> str | None:
+        """The fingerprint of the key ``station``'s chain here is keyed with (None: no row yet)."""
+        row = self._run("read", lambda con: con.execute(f"SELECT key_id FROM {SCHEMA}.stations WHERE station_id = %s",
+                                                         (station,)).fetchone())
+        return str(row["key_id"]) if row else None
+
     def backup(self, dest: str | Path) -> Path:
-        raise RecordStoreError(f"{self.location}: back up a PostgreSQL records database with the server's own "
-                               f"tools (pg_dump -Fc, or the plant's base backups), not `records backup`; {dest} "
-                               "was not written")
+        """A consistent copy of the records schema: :func:`dump_schema` of this store's URL."""
+        return dump_schema(self.url, dest)
 
     def close(self) -> None:
         with self._lock:
             self._drop()
             if self._checkpoints is not None:
                 self._checkpoints.close()
+
+
+def import_jsonl(url: str, path: str | Path, key: bytes) -> tuple[int, int]:
+    """Append the rows of a ``records export --format jsonl`` file to PostgreSQL; (appended, already there).
+
+    The whole file is checked first (every row's keyed hash under ``key``, the links), then the new
+    rows are appended in one transaction, marked imported with their original chain kept, exactly
+    as into a SQLite file. On the server they continue *their station's* chain, keyed with
+    ``key``: so the file must hold one station's rows, and ``key`` must be the key that station's
+    chain on the server already uses (when it has one). Raises :class:`RecordImportError` otherwise,
+    naming what to do; nothing is imported then."""
+    rows = read_import_file(path, key)
+    stations = sorted({r.station_id for r in rows})
+    if len(stations) != 1:
+        raise RecordImportError(f"{path}: rows of {len(stations)} stations ({', '.join(stations)}); on a PostgreSQL "
+                                "server each station's rows continue that station's own chain, so import one "
+                                "station's export at a time (`records export --station ID --format jsonl`), each "
+                                "with --key of that station; nothing imported")
+    station = stations[0]
+    store = PostgresRecordStore(url, keys={station: key}, station_id=station)
+    try:
+        known = store.station_key_id(station)
+        if known is not None and known != key_id(key):
+            raise RecordImportError(f"{path}: the chain of station {station} on {store.location} is keyed with key "
+                                    f"{known}, the file with key {key_id(key)}: pass --key with station {station}'s "
+                                    "key file; nothing imported")
+        plan = plan_import(store, rows)
+        store.append_many(plan.records)
+    finally:
+        store.close()
+    return len(plan.records), plan.duplicates
+
+
+def dump_schema(url: str, dest: str | Path, timeout_s: float = 3600.0) -> Path:
+    """``pg_dump --format=custom --schema=inspector`` of ``url`` into the new file ``dest``.
+
+    One snapshot of every station's rows, chain heads and key ids, with the triggers and grants
+    (restore with ``pg_restore --dbname=URL DEST``; then ``records verify --db URL``). The role
+    needs SELECT on the schema: the QA (read-only) or the admin URL; a station's INSERT-only
+    role is refused. The password is passed to pg_dump in its environment, not on its command line.
+    """
+    dest = Path(dest).expanduser()
+    location = redact(url)
+    if dest.exists():
+        raise RecordStoreError(f"{dest}: already exists; give a new file name (a backup never overwrites)")
+    binary = shutil.which("pg_dump")
+    if binary is None:
+        raise RecordStoreError(f"{location}: pg_dump not found: install the PostgreSQL client tools (Debian: "
+                               f"apt-get install postgresql-client) or back up on the server; {dest} was not written")
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    cmd = [binary, "--format=custom", f"--schema={SCHEMA}", f"--file={tmp}", f"--dbname={make_conninfo(**params)}"]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        tmp.unlink(missing_ok=True)
+        raise RecordStoreError(f"{location}: pg_dump did not finish ({exc}); {dest} was not written") from exc
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        why = next((line for line in lines if "error:" in line), lines[-1]).strip()
+        hint = ("; the role may not read the whole schema: use the QA (read-only) URL init-postgres printed, "
+                "or the admin URL" if "permission denied" in proc.stderr else "")
+        raise RecordStoreError(f"{location}: pg_dump failed ({why}){hint}; {dest} was not written")
+    os.replace(tmp, dest)
+    return dest
 
 
 def keeper_for_settings(settings: Any, url: str | None = None) -> RecordKeeper:

@@ -2,6 +2,9 @@
 
 ``list``, ``export``, ``verify`` and ``backup`` open the database read-only (``mode=ro``): they never
 create, migrate or alter a file, so an auditor's ``chmod 444`` copy or WORM media works.
+With a ``postgresql://`` location (``--db URL`` or ``records_url``) ``import`` appends one station's
+export to its chain on the server and ``backup`` writes a ``pg_dump`` of the records schema
+(:mod:`inspector.records_pg`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from inspector.commands.common import EXIT_FAILED_INPUTS, EXIT_OK, UsageError
-from inspector.commands.records_plant import db_location, open_plant_read_only, plant_location, register_plant
+from inspector.commands.records_plant import (
+    db_location,
+    import_into_plant,
+    open_plant_read_only,
+    plant_location,
+    register_plant,
+)
 from inspector.keys import StationKeyError, existing_station_key, key_path, station_key
 from inspector.records import (
     RecordQuery,
@@ -97,7 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_key(im, "key file of the station that exported the rows (default: this station's key)")
     im.set_defaults(func=_import)
 
-    bk = rsub.add_parser("backup", help="consistent copy of the database (SQLite backup API) and its checkpoints")
+    bk = rsub.add_parser("backup", help="consistent copy of the database (SQLite backup API) and its checkpoints; "
+                                        "a postgresql:// location: pg_dump of the records schema")
     bk.add_argument("dest", type=Path, help="new file to write (must not exist)")
     bk.add_argument("--db", type=db_location, default=None)
     bk.set_defaults(func=_backup)
@@ -225,6 +235,9 @@ def _import(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file}: file not found")
     key = _key(args, create=args.key is None)
+    url = plant_location(args)  # --db postgresql://... or settings.records_url
+    if url is not None:
+        return import_into_plant(url, args.file, key)
     path = _db_path(args)
     try:
         store = SqliteRecordStore(path)
@@ -248,6 +261,10 @@ def _backup(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     finally:
         store.close()
+    if plant_location(args) is not None:
+        print(f"backed up {store.location} to {dest} (pg_dump custom format: restore with `pg_restore --dbname=URL "
+              f"{dest}`, then `inspector records verify --db URL`); keep the stations' keys in a separate safe place")
+        return EXIT_OK
     print(f"backed up {store.location} to {dest} (with its checkpoints); keep the station key "
           f"{key_path()} in a separate safe place")
     return EXIT_OK

@@ -15,7 +15,7 @@ import yaml
 
 from inspector.commands.common import EXIT_OK, UsageError
 from inspector.records import RecordStore, RecordStoreError
-from inspector.records_pg import PostgresRecordStore, init_schema, is_postgres_url
+from inspector.records_pg import PostgresRecordStore, import_jsonl, init_schema, is_postgres_url, redact
 from inspector.records_report import DEFAULT_SHIFTS, GROUPS, parse_shifts, report, write_report_csv, write_table
 from inspector.settings import Settings
 
@@ -39,6 +39,17 @@ def open_plant_read_only(url: str, key: bytes | None = None) -> PostgresRecordSt
         return PostgresRecordStore(url, key=key, read_only=True, station_id=Settings.load().station_id)
     except RecordStoreError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def import_into_plant(url: str, path: Path, key: bytes) -> int:
+    """``records import FILE --db postgresql://...``: one station's export into its chain on the server."""
+    try:
+        n, dup = import_jsonl(url, path, key)
+    except RecordStoreError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"imported {n} records into {redact(url)} (marked imported, original chain kept)"
+          + (f"; {dup} already there, skipped" if dup else ""))
+    return EXIT_OK
 
 
 def register_plant(rsub: Any, add_filters: Any, open_store: Any, make_query: Any) -> None:

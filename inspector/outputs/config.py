@@ -8,7 +8,8 @@
       retry_max_s: 30                         # ... doubling up to this
       mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: inspector, queue_max: 10000}
       webhook: {url: "http://mes.local/parts", timeout_s: 5, queue_max: 10000}
-      opcua: {endpoint: "opc.tcp://0.0.0.0:4840/inspector/", recipes: [demo_fabric, demo_washer]}
+      opcua: {endpoint: "opc.tcp://0.0.0.0:4840/inspector/", recipes: [demo_fabric, demo_washer],
+              grab_timeout_s: 5, inspect_timeout_s: 120}   # recipes: profile names of the station's list
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class OpcUaOutput(_Section):
     endpoint: str = Field("opc.tcp://127.0.0.1:4840/inspector/", pattern=r"^opc\.tcp://")
     recipes: list[str] = Field(default_factory=list)  # RecipeIndex N selects recipes[N] (a profile name)
     poll_s: float = Field(0.01, gt=0, le=1.0)
+    grab_timeout_s: float = Field(5.0, gt=0)  # a Trigger waits this long for a frame, then answers NO-READ
+    inspect_timeout_s: float = Field(120.0, gt=0)  # ... and this long for the inspection (a recipe switch loads)
 
 
 class OutputsConfig(_Section):
@@ -99,6 +102,32 @@ def build_dispatcher(config: OutputsConfig, station_id: str) -> Dispatcher:
         lanes.append(Lane(WebhookSink(w.url, w.timeout_s, w.headers), DiskQueue(root / "webhook", w.queue_max, config.fsync),
                           **retry))
     return Dispatcher(lanes)
+
+
+def resolve_recipes(config: OpcUaOutput, profiles_dir: Path, source: str | Path | None = None) -> dict[str, Path]:
+    """``outputs.opcua.recipes`` as {name: profile folder}, in RecipeIndex order.
+
+    An entry is the name of a profile folder in ``profiles_dir`` (what the station's profile list
+    shows) or the path of a profile folder. Raises :class:`OutputConfigError` naming the entry."""
+    from inspector.profile import PROFILE_FILE, list_profiles
+
+    where = source or config_path()
+    if not config.recipes:
+        raise OutputConfigError(f"{where}: outputs.opcua.recipes: list the profile names RecipeIndex 0, 1, ... select "
+                                "(at least one)")
+    known = {p.name: p for p in list_profiles(profiles_dir)}
+    out: dict[str, Path] = {}
+    for i, entry in enumerate(config.recipes):
+        path = Path(entry).expanduser()
+        folder = known.get(entry) or (path if (path / PROFILE_FILE).is_file() else None)
+        if folder is None:
+            listed = ", ".join(sorted(known)) or "none"
+            raise OutputConfigError(f"{where}: outputs.opcua.recipes[{i}]: no profile {entry!r} in {profiles_dir} "
+                                    f"(profiles there: {listed}); name a profile folder there or give its path")
+        if folder.name in out:
+            raise OutputConfigError(f"{where}: outputs.opcua.recipes[{i}]: profile {folder.name!r} is listed twice")
+        out[folder.name] = folder
+    return out
 
 
 def build_opcua(config: OutputsConfig, handler: Any) -> Any:

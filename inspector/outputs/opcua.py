@@ -35,6 +35,10 @@ inspection's own time (grab + pipeline) to the first figure.
 
 A recipe index outside ``recipes`` answers ``NO-READ`` with the reason in ``Error``; so does a
 frame the camera could not deliver.
+
+In the station window the Triggers are answered by :class:`inspector.outputs.station_link.OpcUaLink`
+(the operator's source and the station's worker); ``inspector.outputs.trigger`` answers them with
+Inspectors of its own (headless use, ``bench/plant.py``).
 """
 
 from __future__ import annotations

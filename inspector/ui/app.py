@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inspector.outputs.dispatcher import Dispatcher
+    from inspector.outputs.station_link import OpcUaLink
     from inspector.records import RecordKeeper
     from inspector.settings import Settings
 
@@ -44,6 +45,28 @@ def build_outputs(settings: Settings) -> Dispatcher | None:
     return build_dispatcher(OutputsConfig.parse(settings.outputs), settings.station_id)
 
 
+def build_opcua_link(settings: Settings) -> OpcUaLink | None:
+    """The PLC link of ``outputs.opcua`` (not started: the window starts it), or None when not configured.
+
+    Raises :class:`~inspector.outputs.config.OutputConfigError` naming the bad field (a recipe that
+    is not a profile of this station, a missing ``asyncua``)."""
+    if not settings.outputs:
+        return None
+    from inspector.outputs.config import OutputConfigError, OutputsConfig, resolve_recipes
+    from inspector.settings import config_path
+
+    config = OutputsConfig.parse(settings.outputs)
+    if config.opcua is None:
+        return None
+    recipes = resolve_recipes(config.opcua, settings.default_profiles_dir())
+    try:
+        from inspector.outputs.station_link import OpcUaLink
+    except ImportError as exc:
+        raise OutputConfigError(f"{config_path()}: outputs.opcua: the OPC UA engine is not installed ({exc}); "
+                                "install the 'plant' extra (pip install 'inspector[plant]')") from exc
+    return OpcUaLink(config.opcua, recipes)
+
+
 def run_station(profile: str | Path | None = None, source: str | Path | None = None,
                 source_kind: str | None = None) -> int:
     """Open the operator station; optionally load ``profile`` and start ``source`` once it is ready.
@@ -72,6 +95,7 @@ def run_station(profile: str | Path | None = None, source: str | Path | None = N
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "inspector"])
     try:
         keeper = build_keeper(settings)
+        opcua = build_opcua_link(settings)  # validated first: nothing is started before the settings are good
         dispatcher = build_outputs(settings)
     except (RecordStoreError, OutputConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -79,7 +103,7 @@ def run_station(profile: str | Path | None = None, source: str | Path | None = N
     session = Session(keeper, settings.station_id, settings.archive_dir, settings.archive_images,
                       on_saved=dispatcher.publish_record if dispatcher is not None else None)
     window = MainWindow(settings, store=keeper.store, session=session, users=UserStore(),
-                        dispatcher=dispatcher)  # the view takes its model; it stops the outputs at close
+                        dispatcher=dispatcher, opcua=opcua)  # the view takes its model; it stops the outputs at close
     window.show()
     if source is not None:
         kind = source_kind or guess_source_kind(source)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QMarginsF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QPageLayout, QPageSize, QPdfWriter, QTextDocument
@@ -64,6 +64,10 @@ from inspector.ui.text import shrinkable
 from inspector.ui.worker import ProfileInfo, StationWorker, missing_weights
 from inspector.users import User, UserStore
 
+if TYPE_CHECKING:
+    from inspector.outputs.station_link import OpcUaLink
+    from inspector.sources import Source
+
 log = logging.getLogger(__name__)
 
 SOURCE_KINDS = [("Folder", "folder"), ("Hot folder", "hot"), ("Camera", "camera"),
@@ -94,6 +98,7 @@ class MainWindow(QMainWindow):
     decision_saved = Signal(object)  # the InspectionRecord as stored (or pending)
     result_shown = Signal(object)  # the StationResult now under review
     weights_checked = Signal(object)  # {profile folder: [missing model keys]} from the pre-flight thread
+    opcua_state_changed = Signal()  # the PLC link started listening or failed (from its start thread)
 
     def __init__(
         self,
@@ -106,9 +111,11 @@ class MainWindow(QMainWindow):
         session: Session | None = None,
         users: UserStore | None = None,
         dispatcher: Dispatcher | None = None,
+        opcua: OpcUaLink | None = None,
     ) -> None:
         super().__init__()
         self.dispatcher = dispatcher  # the plant outputs (MQTT, webhook); stopped when the window closes
+        self.opcua = opcua  # the PLC link (outputs.opcua): sources are taken frame by frame at its Triggers
         self.settings = settings or Settings.load()
         self.qs = qsettings or QSettings("Inspector", "Station")
         self.users = users or UserStore()
@@ -163,6 +170,12 @@ class MainWindow(QMainWindow):
         self._restore()
         self._apply_user()
         self._update_status()
+        if self.opcua is not None:
+            self.opcua_state_changed.connect(self._opcua_state)
+            self.opcua.start(self.worker, on_state=self.opcua_state_changed.emit)
+            self.decision.add_event(f"PLC link (OPC UA) starting on {self.opcua.endpoint}: a source started here is "
+                                    "inspected frame by frame at each PLC Trigger")
+            self._update_backlog()
         if self._store_error:
             self.decision.add_event(self._store_error, "error")
             journal = getattr(self.keeper, "journal", None)
@@ -299,6 +312,7 @@ class MainWindow(QMainWindow):
         self.dropped_label = QLabel("")
         self.records_label = QLabel("")
         self.outputs_label = QLabel("")
+        self.opcua_label = QLabel("")
         self.loading_bar = QProgressBar()
         self.loading_bar.setRange(0, 100)
         self.loading_bar.setMaximumWidth(200)
@@ -308,7 +322,8 @@ class MainWindow(QMainWindow):
         shrinkable(self.model_label, self.timing_label, wrap=False)
         sb.addWidget(self.model_label, 2)
         sb.addWidget(self.timing_label, 1)
-        for w in (self.device_label, self.queue_label, self.dropped_label, self.records_label, self.outputs_label):
+        for w in (self.device_label, self.queue_label, self.dropped_label, self.records_label, self.outputs_label,
+                  self.opcua_label):
             sb.addPermanentWidget(w)
         sb.addPermanentWidget(self.loading_bar)
 
@@ -764,7 +779,7 @@ class MainWindow(QMainWindow):
         target = str(target if target is not None else self.source_edit.text()).strip()
         self.set_source(kind, target)
         self.stop_source()
-        if kind in ("folder", "hot") and self.profile_info is None:
+        if kind in ("folder", "hot") and self.profile_info is None and not self._plc_mode():  # PLC: its recipe loads
             self._pending_source = (kind, target)
             msg = "The source starts when a product profile is loaded."
             if self._profile_failure:
@@ -775,7 +790,15 @@ class MainWindow(QMainWindow):
             self.decision.add_event(msg.split("\n")[-1], "warning")
             return False
         try:
-            if kind == "folder":
+            if kind == "folder" and self._plc_mode():  # PLC mode: the folder's images, one per Trigger
+                folder = FolderSource(target)
+                if not len(folder):
+                    raise SourceError(f"{target}: no images (PNG, JPEG, BMP, TIFF) in this folder")
+                self.folder = None  # not reviewed by index: the Triggers take its images in order
+                review = Review("stream")
+                self._feed(folder)
+                note = f" — {len(folder)} image(s), one per PLC Trigger"
+            elif kind == "folder":
                 folder = FolderSource(target)
                 if not len(folder):
                     raise SourceError(f"{target}: no images (PNG, JPEG, BMP, TIFF) in this folder")
@@ -798,12 +821,13 @@ class MainWindow(QMainWindow):
                     how = "ignored (setting: ignore files already there)"
                 note = f" — {existing} file(s) already there: {how}"
                 review = Review("stream")
-                self.worker.start_source(source)
+                self._feed(source)
             else:
                 source = open_source(kind, target)
-                review = Review("live" if source.live else "stream", hold_on_fail=self.hold_on_fail.isChecked())
-                self.worker.start_source(source)
-                note = ""
+                review = Review("live" if source.live and not self._plc_mode() else "stream",
+                                hold_on_fail=self.hold_on_fail.isChecked())
+                self._feed(source)
+                note = " — one frame per PLC Trigger" if self._plc_mode() else ""
         except (SourceError, OSError) as exc:
             self.folder = None
             self._placeholder(str(exc), error=True)
@@ -813,8 +837,8 @@ class MainWindow(QMainWindow):
         self.source_kind = kind
         self.dropped = 0
         self.decision.add_event(f"started {kind}: {target}{note}")
-        self.batch_progress.setVisible(kind == "folder")
-        if kind == "folder":
+        self.batch_progress.setVisible(self.folder is not None and kind == "folder")
+        if self.folder is not None and kind == "folder":
             self.batch_progress.setRange(0, len(self.folder))  # type: ignore[arg-type]
             self.batch_progress.setValue(0)
         self._request_more()
@@ -833,8 +857,21 @@ class MainWindow(QMainWindow):
     def _count_images(self, folder: Path) -> int:
         return len(self._image_names(folder))
 
+    def _plc_mode(self) -> bool:
+        """Sources go to the PLC link (a frame per Trigger) unless it could not start."""
+        return self.opcua is not None and self.opcua.state != "failed"
+
+    def _feed(self, source: Source) -> None:
+        """Stream ``source`` to the worker, or (PLC link on) hand it to the link: a frame per Trigger."""
+        if self.opcua is not None and self._plc_mode():
+            self.opcua.attach(source)
+        else:
+            self.worker.start_source(source)
+
     def stop_source(self) -> None:
         """Stop the source: the open parts are recorded (SKIPPED / NOT DECIDED) and the view cleared."""
+        if self.opcua is not None:
+            self.opcua.detach()
         self.worker.stop_source()
         self.worker.cancel_inspections()
         if self.review is None:
@@ -1166,6 +1203,7 @@ class MainWindow(QMainWindow):
             self.records_label.setToolTip(f"records of station {self.settings.station_id}: {self.store.location}")
         else:
             self.records_label.setText("<b style='color:#8c1d18'>records unavailable</b>")
+        self._update_opcua_label()
         if self.dispatcher is None or not self.dispatcher.lanes:
             self.outputs_label.setText("")
             return
@@ -1175,6 +1213,26 @@ class MainWindow(QMainWindow):
         self.outputs_label.setToolTip("\n".join(
             f"{st.name}: {st.backlog} waiting, {st.delivered} sent, {st.dropped} dropped, {st.rejected} rejected"
             + (f" — {st.last_error}" if st.last_error else "") for st in self.dispatcher.status()))
+
+    def _update_opcua_label(self) -> None:
+        if self.opcua is None:
+            return
+        from inspector.outputs.station_link import status_text
+
+        text, tip, error = status_text(self.opcua)
+        self.opcua_label.setText(f"<b style='color:#8c1d18'>{text}</b>" if error else text)
+        self.opcua_label.setToolTip(tip)
+
+    def _opcua_state(self) -> None:
+        """The PLC link is listening, or could not start (the station runs on without it)."""
+        self._update_opcua_label()
+        if self.opcua is not None and self.opcua.state == "failed":
+            self.decision.add_event(f"PLC link off: {self.opcua.error}", "error")
+            self.statusBar().showMessage(f"PLC link (OPC UA) off: {self.opcua.error}", 15000)
+            if self.opcua.attached:  # started while the link was starting: run it as without a PLC
+                self.start_source()
+        elif self.opcua is not None and self.opcua.state == "listening":
+            self.decision.add_event(f"PLC link listening on {self.opcua.endpoint}")
 
     def _ask(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text)
@@ -1203,6 +1261,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         self.help.hide()
         self._save_settings()
+        if self.opcua is not None:
+            self.opcua.close()  # no more Triggers; one being answered gets NO-READ
         self.worker.stop_source()
         try:
             self.session.stop("the station was closed")

@@ -74,6 +74,8 @@ class _Inspect:
     source: FolderSource | None = None
     index: int = 0
     live: bool = False
+    profile: Path | None = None  # load this profile folder first unless it is the current one (PLC recipe)
+    done: Callable[[StationResult | None], None] | None = None  # the result, or None when the task is dropped
 
 
 @dataclass
@@ -146,6 +148,7 @@ class StationWorker(QObject):
             for task in self._tasks:
                 if isinstance(task, _Job):
                     self.job_failed.emit(task.tag, "cancelled (station closing)")
+            self._drop_inspections()
             self._tasks.clear()
         self.stop_source()
         self._thread.quit()
@@ -158,7 +161,7 @@ class StationWorker(QObject):
     def load_profile(self, target: str | Path | ProductProfile) -> None:
         """Load a profile folder / profile.yaml / in-memory profile; stale inspections are dropped."""
         with self._lock:
-            self._tasks = deque(t for t in self._tasks if not isinstance(t, _Inspect))
+            self._drop_inspections()
             self._tasks.append(_Load(target))
         self._changed()
 
@@ -171,12 +174,25 @@ class StationWorker(QObject):
         """Read ``source[index]`` and inspect it (the read happens in the worker thread)."""
         self._push(_Inspect(key=index, source=source, index=index))
 
-    def inspect_frame(self, frame: Frame, key: int | None = None) -> None:
-        self._push(_Inspect(key=frame.index if key is None else key, frame=frame))
+    def inspect_frame(self, frame: Frame, key: int | None = None, profile: Path | None = None,
+                      done: Callable[[StationResult | None], None] | None = None) -> None:
+        """Inspect ``frame`` (in order with the other tasks); ``result`` is emitted as for any frame.
+
+        ``profile``: a profile folder to load first unless it is the current one (a PLC's recipe;
+        the operator view switches with it). ``done`` is called in the worker thread with the
+        emitted result, or with None when the task is dropped (source stopped, profile changed,
+        station closing), so that a caller waiting on it (the OPC UA trigger) never hangs."""
+        with self._lock:
+            stopping = self._stopping
+        if stopping:
+            if done is not None:
+                done(None)
+            return
+        self._push(_Inspect(key=frame.index if key is None else key, frame=frame, profile=profile, done=done))
 
     def cancel_inspections(self) -> None:
         with self._lock:
-            self._tasks = deque(t for t in self._tasks if not isinstance(t, _Inspect))
+            self._drop_inspections()
         self._changed(wake=False)
 
     def submit_job(self, tag: str, fn: JobFn) -> None:
@@ -277,6 +293,14 @@ class StationWorker(QObject):
         return self._generation
 
     # ================================================================== internals
+    def _drop_inspections(self) -> None:
+        """Remove the queued inspections (caller holds the lock); their waiters get None."""
+        dropped = [t for t in self._tasks if isinstance(t, _Inspect)]
+        self._tasks = deque(t for t in self._tasks if not isinstance(t, _Inspect))
+        for task in dropped:
+            if task.done is not None:
+                task.done(None)
+
     def _push(self, task: Any) -> None:
         with self._lock:
             if self._stopping:
@@ -396,6 +420,22 @@ class StationWorker(QObject):
 
     # ------------------------------------------------------------------ inspection
     def _inspect(self, task: _Inspect) -> None:
+        res = self._inspection(task)
+        self.result.emit(res)
+        if task.done is not None:
+            task.done(res)
+
+    def _is_current(self, folder: Path) -> bool:
+        current = self._profile.folder if self._profile is not None else None
+        return current is not None and Path(current).resolve() == Path(folder).resolve()
+
+    def _inspection(self, task: _Inspect) -> StationResult:
+        if task.profile is not None and not self._is_current(task.profile):
+            self._load(task.profile)  # emits profile_ready (or profile_failed) before this result
+            if not self._is_current(task.profile):
+                frame = task.frame or Frame(None, "", time.time(), None, task.index, None)
+                return StationResult(frame=frame, key=task.key, generation=self._generation, live=task.live,
+                                     error=f"profile {Path(task.profile).name} could not be loaded (see the station)")
         generation = self._generation
         if task.frame is not None:
             frame = task.frame
@@ -408,13 +448,11 @@ class StationWorker(QObject):
         res = StationResult(frame=frame, key=task.key, generation=generation, live=task.live)
         if not frame.ok:
             res.error = frame.error or "empty frame"
-            self.result.emit(res)
-            return
+            return res
         inspector = self._inspector
         if inspector is None:
             res.error = None if task.live else "no profile loaded: pick a product profile first"
-            self.result.emit(res)
-            return
+            return res
         assert frame.image is not None
         try:
             if frame.sha256 is not None:  # the bytes the image was decoded from (read once)
@@ -427,12 +465,11 @@ class StationWorker(QObject):
         except Exception as exc:  # noqa: BLE001 - a pipeline crash must not stop the station
             log.exception("pipeline %s failed on %s", inspector.pipeline, frame.name)
             res.error = f"{frame.name}: the {inspector.pipeline} pipeline failed ({type(exc).__name__}: {exc})"
-            self.result.emit(res)
-            return
+            return res
         if frame.path is not None and not is_video(frame.path):
             res.gt_mask = read_ground_truth(frame.path, frame.image.shape[:2])
         res.reference_path, res.reference = self._refs.nearest(frame.image)
-        self.result.emit(res)
+        return res
 
     # ------------------------------------------------------------------ jobs
     def _run_job(self, job: _Job) -> None:

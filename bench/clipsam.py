@@ -74,7 +74,10 @@ def main() -> None:
     from segment_anything import sam_model_registry
 
     from inspector.cache import ArrayCache
-    from inspector.detect.clipsam import ClipSamDetector, prompt_sets, run_cascade, sam_evidence
+    from inspector.detect.clipsam import ClipSamDetector
+    from inspector.detect.clipsam.cascade import run_cascade
+    from inspector.detect.clipsam.fusion import sam_evidence
+    from inspector.detect.clipsam.points import prompt_sets
     from inspector.detect.clip_maps import create_map_provider
     from inspector.models.hub import ModelHub
     from inspector.profile import ProductProfile

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import inspector.detect.saa as saa_module
+import inspector.detect.saa.detector as saa_module
 from inspector.detect.base import StageTimer
 from inspector.detect.saa import SaaDetector
 from inspector.models.grounding import GroundingPrediction, build_grounding_dino, load_config

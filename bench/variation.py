@@ -28,14 +28,70 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from inspector.demo import CATEGORIES, generate_demo_line, is_current, write_demo_profiles
+from inspector.progress import Progress
 from inspector.detect.variation import VariationDetector, describe
 from inspector.evaluate.metrics import image_metrics, pixel_metrics
 from inspector.imaging import list_images, read_image
-from inspector.profile import load_profile, save_profile
+from inspector.profile import ProductProfile, load_profile, save_profile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inspector.models.hub import ModelHub
+
+
+#: what the naive comparison turns off in the product method (every other variation number is kept)
+BASELINE_OVERRIDES = {
+    "photometric": False,  # no brightness/contrast matching
+    "alignment": "none",  # no registration
+    "memory": "global",  # nearest neighbour anywhere
+    "whitening": 0.0,  # plain standardised distance
+    "global_dims": 0,  # every descriptor dimension
+    "scale_fusion": "joint",  # one descriptor of all levels
+    "variation_model": False,
+}
+
+
+def baseline_profile(profile: ProductProfile) -> ProductProfile:
+    """``profile`` with :data:`BASELINE_OVERRIDES` applied to its ``variation`` section."""
+    return profile.model_copy(update={"variation": profile.variation.model_copy(update=BASELINE_OVERRIDES)})
+
+
+def baseline_features(lab: np.ndarray, levels: int, stride: int) -> np.ndarray:
+    """Naive descriptor: mean L, a, b and gradient magnitude per cell at each scale, (4·levels, h, w)."""
+    h, w = lab.shape[:2]
+    out_hw = (max(1, h // stride), max(1, w // stride))
+    feats = []
+    cur = lab
+    for _ in range(levels):
+        lum = cur[..., 0]
+        mag = np.sqrt(cv2.Sobel(lum, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(lum, cv2.CV_32F, 0, 1) ** 2) * 0.125
+        stack = np.concatenate([cur, mag[..., None]], axis=-1)
+        interp = cv2.INTER_AREA if cur.shape[0] >= out_hw[0] else cv2.INTER_LINEAR
+        feats.append(cv2.resize(stack, (out_hw[1], out_hw[0]), interpolation=interp))
+        cur = cv2.pyrDown(cur)
+    return np.ascontiguousarray(np.concatenate(feats, axis=-1).transpose(2, 0, 1))
+
+
+class BaselineDetector(VariationDetector):
+    """The naive comparison method: the product detector with :func:`baseline_features` as descriptors
+    and :data:`BASELINE_OVERRIDES`; its prepared references are cached apart from the product's."""
+
+    cache_namespace = "variation-baseline"
+
+    def prepare(self, profile: ProductProfile, hub: ModelHub | None = None, progress: Progress | None = None) -> None:
+        super().prepare(baseline_profile(profile), hub, progress)
+
+    def retune(self, profile: ProductProfile) -> None:
+        super().retune(baseline_profile(profile))
+
+    def patch_descriptors(self, lab: np.ndarray) -> np.ndarray:
+        p = self.params
+        return baseline_features(lab, p.pyramid_levels, p.feature_stride)
 
 
 def _test_set(root: Path, cat: str) -> list[tuple[Path, np.ndarray | None]]:
@@ -52,12 +108,13 @@ def _test_set(root: Path, cat: str) -> list[tuple[Path, np.ndarray | None]]:
 
 def run_category(root: Path, profile_dir: Path, cat: str, baseline: bool) -> dict:
     profile = load_profile(profile_dir)
-    det = VariationDetector(baseline=baseline)
+    kind = BaselineDetector if baseline else VariationDetector
+    det = kind()
     t0 = time.perf_counter()
     det.prepare(profile, None)
     t_cold = time.perf_counter() - t0
     t0 = time.perf_counter()
-    VariationDetector(baseline=baseline).prepare(profile, None)
+    kind().prepare(profile, None)
     t_warm = time.perf_counter() - t0
     labels, scores, masks, maps, times, cpu = [], [], [], [], [], []
     confusion = {"good": {"PASS": 0, "FAIL": 0}, "defect": {"PASS": 0, "FAIL": 0}}

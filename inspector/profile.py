@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inspector.files import atomic_write
+from inspector.imaging import DEFAULT_MAX_SIDE
 from inspector.params import PIPELINE_PARAMS, ClipSamParams, FadeParams, PatchCoreParams, SaaParams, VariationParams
 
 PROFILE_FILE = "profile.yaml"
@@ -40,8 +41,8 @@ DEFAULT_CLASS_AGNOSTIC = ["defect on {object}", "damage on {object}", "flaw on {
 DEFAULT_REASON_CODES = ["scratch", "crack", "stain", "missing part", "deformation", "other"]
 MAX_NESTING = 8
 """Deepest YAML nesting a profile may have (the schema itself nests 3 levels)."""
-MAX_IMAGE_PIXELS = 4096 * 4096
-"""Images are read at most 4096 px on a side (``imaging.DEFAULT_MAX_SIDE``): no region is larger."""
+MAX_IMAGE_PIXELS = DEFAULT_MAX_SIDE * DEFAULT_MAX_SIDE
+"""Images are read at most ``imaging.DEFAULT_MAX_SIDE`` px on a side: no region is larger."""
 SUSPICIOUS_AREA_PX = 100_000
 """A minimum defect area above this is legal but hides all but huge defects: a warning."""
 THRESHOLD_WARN_LOW, THRESHOLD_WARN_HIGH = 0.02, 0.98
@@ -107,7 +108,8 @@ class PropertyPrompts(_Section):
 
 
 def _too_large(v: float) -> str:
-    return (f"must be at most {MAX_IMAGE_PIXELS} px (images are read at most 4096x4096; a larger minimum "
+    return (f"must be at most {MAX_IMAGE_PIXELS} px (images are read at most "
+            f"{DEFAULT_MAX_SIDE}x{DEFAULT_MAX_SIDE}; a larger minimum "
             f"passes every part), got {v:g}")
 
 

@@ -8,7 +8,6 @@ come from :class:`HandMap`, a map provider whose map is given.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,9 @@ import pytest
 import torch
 
 from inspector.detect.clip_maps import ClipMap
-from inspector.detect.clipsam import ClipSamDetector, fuse, merge_overlapping, pad_prompts, prompt_sets
+from inspector.detect.clipsam import ClipSamDetector
+from inspector.detect.clipsam.fusion import merge_overlapping
+from inspector.detect.clipsam.points import pad_prompts, prompt_sets
 from inspector.detect.ppg import (
     cosine_to,
     extreme_components,
@@ -271,10 +272,10 @@ def test_two_defects_are_two_cascades_in_one_batched_call_per_pass(sam_plain):
 
 
 def test_point_sets_of_different_length_are_padded_with_label_minus_one():
-    from inspector.detect.ppg import PromptSet
+    from inspector.detect.ppg import PointPrompts
 
-    a = PromptSet(np.array([[1, 2], [3, 4]], np.float32), np.array([[5, 6]], np.float32), (0, 0, 1, 1), 1.0)
-    b = PromptSet(np.array([[7, 8]], np.float32), np.zeros((0, 2), np.float32), (0, 0, 1, 1), 1.0)
+    a = PointPrompts(np.array([[1, 2], [3, 4]], np.float32), np.array([[5, 6]], np.float32), (0, 0, 1, 1), 1.0)
+    b = PointPrompts(np.array([[7, 8]], np.float32), np.zeros((0, 2), np.float32), (0, 0, 1, 1), 1.0)
     points, labels = pad_prompts([a, b])
     assert points.shape == (2, 3, 2)
     assert labels.tolist() == [[1, 1, 0], [1, -1, -1]]
@@ -282,7 +283,7 @@ def test_point_sets_of_different_length_are_padded_with_label_minus_one():
 
 
 def test_mask_choice_by_predicted_iou_or_by_clip_score_inside():
-    from inspector.detect.clipsam import choose_masks
+    from inspector.detect.clipsam.cascade import choose_masks
     from inspector.models.sam import SamDecode
 
     amap = np.zeros((10, 10), np.float32)

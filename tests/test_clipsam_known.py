@@ -21,9 +21,11 @@ from inspector.detect.aprilgan import (
     ensemble_text,
     layer_anomaly_maps,
 )
-from inspector.detect.clipsam import choose_masks, fuse, merge_overlapping, pad_prompts, sam_evidence
+from inspector.detect.clipsam.cascade import choose_masks
+from inspector.detect.clipsam.fusion import fuse, merge_overlapping, sam_evidence
+from inspector.detect.clipsam.points import pad_prompts
 from inspector.detect.ppg import (
-    PromptSet,
+    PointPrompts,
     cosine_to,
     even_sample,
     extreme_components,
@@ -116,8 +118,8 @@ def test_negative_ring_and_points_by_hand():
 
 # ------------------------------------------------------------------------------ CPS helpers
 def test_pad_prompts_and_choose_masks_by_hand():
-    a = PromptSet(np.array([[1.0, 2.0]], np.float32), np.array([[3.0, 4.0]], np.float32), (0, 0, 1, 1), 0.9)
-    b = PromptSet(np.array([[5.0, 6.0]], np.float32), np.zeros((0, 2), np.float32), (0, 0, 1, 1), 0.8)
+    a = PointPrompts(np.array([[1.0, 2.0]], np.float32), np.array([[3.0, 4.0]], np.float32), (0, 0, 1, 1), 0.9)
+    b = PointPrompts(np.array([[5.0, 6.0]], np.float32), np.zeros((0, 2), np.float32), (0, 0, 1, 1), 0.8)
     pts, labels = pad_prompts([a, b])
     assert pts.tolist() == [[[1, 2], [3, 4]], [[5, 6], [0, 0]]] and labels.tolist() == [[1, 0], [1, -1]]
     masks = np.zeros((1, 3, 4, 4), bool)
@@ -136,8 +138,8 @@ def test_sam_evidence_and_fusion_by_hand():
     logits = torch.full((2, 4, 6), -20.0)
     logits[0, :2, :2] = 2.0  # mask 0 inside the high part: c = 0.8
     logits[1, 2:, 2:5] = 0.0  # sigmoid 0.5, not > 0.5: empty mask -> c from its component box
-    sets = [PromptSet(np.zeros((1, 2)), np.zeros((0, 2)), (0, 0, 1, 1), 0.8),
-            PromptSet(np.zeros((1, 2)), np.zeros((0, 2)), (3, 0, 4, 3), 0.8)]  # box cols 3..4: A = 0
+    sets = [PointPrompts(np.zeros((1, 2)), np.zeros((0, 2)), (0, 0, 1, 1), 0.8),
+            PointPrompts(np.zeros((1, 2)), np.zeros((0, 2)), (3, 0, 4, 3), 0.8)]  # box cols 3..4: A = 0
     ev, masks, conf = sam_evidence(amap, logits, sets)
     np.testing.assert_allclose(conf, [0.8, 0.0])
     assert masks[0].sum() == 4 and masks[1].sum() == 0

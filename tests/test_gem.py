@@ -31,15 +31,16 @@ def _layer_norm(ln: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
 
 
-def _naive_pos(visual, grid: int) -> torch.Tensor:
+def _naive_pos(visual, grid: int | tuple[int, int]) -> torch.Tensor:
     pos = visual.positional_embedding.detach().double()
     g0 = visual.grid_size[0]
-    if grid == g0:
+    gh, gw = (grid, grid) if isinstance(grid, int) else grid
+    if (gh, gw) == (g0, g0):
         return pos
     table = pos[1:].reshape(g0, g0, -1).permute(2, 0, 1)[None]
-    table = torch.nn.functional.interpolate(table, size=(grid, grid), mode="bicubic", antialias=True,
+    table = torch.nn.functional.interpolate(table, size=(gh, gw), mode="bicubic", antialias=True,
                                             align_corners=False)
-    return torch.cat([pos[:1], table[0].permute(1, 2, 0).reshape(grid * grid, -1)])
+    return torch.cat([pos[:1], table[0].permute(1, 2, 0).reshape(gh * gw, -1)])
 
 
 def _naive_block(block, x: torch.Tensor) -> torch.Tensor:
@@ -94,15 +95,15 @@ def naive_dense(model, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """(gem tokens, clip tokens) of one image 3×S×S, float64, normalised."""
     visual = model.visual
     ps = visual.patch_size[0]
-    grid = image.shape[-1] // ps
+    gh, gw = image.shape[-2] // ps, image.shape[-1] // ps
     w = visual.conv1.weight.double()
     patches = []
-    for r in range(grid):
-        for c in range(grid):
+    for r in range(gh):
+        for c in range(gw):
             crop = image[:, r * ps:(r + 1) * ps, c * ps:(c + 1) * ps].double()
             patches.append((w * crop[None]).sum(dim=(1, 2, 3)))
     x = torch.cat([visual.class_embedding.double()[None], torch.stack(patches)])
-    x = x + _naive_pos(visual, grid)
+    x = x + _naive_pos(visual, (gh, gw))
     x = _layer_norm(visual.ln_pre, x)
     blocks = list(visual.transformer.resblocks)
     start = max(0, len(blocks) - 6)  # the official rule: the last 6 blocks whatever the depth
@@ -193,3 +194,116 @@ def test_rejects_size_not_multiple_of_patch(model):
     enc = GemEncoder(model.visual)
     with pytest.raises(ValueError, match="multiple of the patch size"):
         enc(torch.zeros(1, 3, 250, 250))
+
+
+# ------------------------------------------------------------------------------ found by mutation testing
+def test_inverse_temperature_is_per_image_by_hand():
+    """τ⁻¹ = mean_n ‖h_n‖ / √d per image: rows of norm 2 and 4 (image 0), 6 (image 1), d = 4."""
+    from inspector.models.gem import gem_inverse_temperature
+
+    h = torch.zeros(2, 2, 3)
+    h[0, 0, 0], h[0, 1, 1], h[1, 0, 2], h[1, 1, 0] = 2.0, 4.0, 6.0, -6.0
+    got = gem_inverse_temperature(h, head_dim=4)
+    assert got.shape == (2, 1, 1, 1)
+    torch.testing.assert_close(got.flatten(), torch.tensor([3.0 / 2.0, 6.0 / 2.0]))
+
+
+def test_self_self_attention_keeps_the_input_precision():
+    """bfloat16 projections (autocast on a GPU) with a float32 τ⁻¹: computed in bfloat16, close to float64."""
+    from inspector.models.gem import self_self_attention
+
+    torch.manual_seed(0)
+    z0, v = torch.randn(1, 2, 5, 4, dtype=torch.float64), torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    inv_tau = torch.tensor([1.7], dtype=torch.float32).view(-1, 1, 1, 1)
+    want = torch.zeros_like(v)
+    for hd in range(2):
+        z = _unit(z0[0, hd])
+        z = _softmax(z @ z.T * 1.7) @ z
+        z = _unit(z)
+        want[0, hd] = _softmax(z @ z.T * 1.7) @ v[0, hd]
+    got = self_self_attention(z0.bfloat16(), v.bfloat16(), inv_tau)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, atol=3e-2, rtol=0)
+    torch.testing.assert_close(self_self_attention(z0, v, inv_tau), want, atol=1e-6, rtol=0)
+
+
+def test_gem_needs_packed_multihead_attention(model):
+    from inspector.models.gem import gem_block_output
+
+    class OtherAttention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_proj_weight = torch.nn.Parameter(torch.zeros(3, 3))
+
+    class Block(torch.nn.Module):
+        def __init__(self, attn: torch.nn.Module) -> None:
+            super().__init__()
+            self.attn, self.ln_1 = attn, torch.nn.Identity()
+
+    x = torch.zeros(1, 2, 8)
+    with pytest.raises(TypeError, match=r"^GEM needs open_clip blocks with nn.MultiheadAttention packed "
+                                        r"projections, got OtherAttention$"):
+        gem_block_output(Block(OtherAttention()), x)
+    separate = torch.nn.MultiheadAttention(8, 2, kdim=4, vdim=4, batch_first=True)  # no packed in_proj_weight
+    assert separate.in_proj_weight is None
+    with pytest.raises(TypeError, match=r"packed projections, got MultiheadAttention$"):
+        gem_block_output(Block(separate), x)
+
+
+def test_gem_with_nonzero_biases_and_norm_weights():
+    """Random initialisation leaves the attention biases at 0 and the norms at 1/0; real checkpoints
+    do not. Randomised, GEM still matches the naive reference (the q/k/v biases are used)."""
+    m = tiny_clip(seed=6)
+    torch.manual_seed(6)
+    with torch.no_grad():
+        for blk in m.visual.transformer.resblocks:
+            blk.attn.in_proj_bias.normal_(0, 0.5)
+            blk.attn.out_proj.bias.normal_(0, 0.1)
+            for ln in (blk.ln_1, blk.ln_2):
+                ln.weight.uniform_(0.5, 1.5)
+                ln.bias.normal_(0, 0.1)
+    x = torch.randn(1, 3, 240, 240)
+    with torch.inference_mode():
+        out = GemEncoder(m.visual)(x)
+    ref_gem, ref_clip = naive_dense(m, x[0])
+    torch.testing.assert_close(out.gem[0].double(), ref_gem, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.clip[0].double(), ref_clip, atol=1e-5, rtol=0)
+
+
+def test_non_square_input_has_an_integer_h_by_w_grid(model):
+    enc = GemEncoder(model.visual)
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 240, 272)
+    with torch.inference_mode():
+        out = enc(x)
+    assert out.grid == (15, 17) and all(type(g) is int for g in out.grid)
+    assert out.gem.shape[1] == 1 + 15 * 17
+    ref_gem, ref_clip = naive_dense(model, x[0])
+    torch.testing.assert_close(out.gem[0].double(), ref_gem, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.clip[0].double(), ref_clip, atol=1e-5, rtol=0)
+    for bad in [(240, 250), (250, 240)]:  # either side alone not a multiple of 16
+        with pytest.raises(ValueError, match=rf"^input size {bad[0]}x{bad[1]} is not a multiple of the patch size 16$"):
+            enc(torch.zeros(1, 3, *bad))
+
+
+def test_sequence_first_transformer_gives_the_same_tokens(model):
+    """open_clip's Transformer(batch_first=False) runs its blocks on L×B×W: GEM transposes around them."""
+    from open_clip.transformer import Transformer
+
+    visual = model.visual
+    bf = visual.transformer
+    sf = Transformer(bf.width, len(bf.resblocks), bf.resblocks[0].attn.num_heads,
+                     mlp_ratio=bf.resblocks[0].mlp.c_fc.out_features / bf.width, batch_first=False)
+    sf.load_state_dict(bf.state_dict())
+    sf.eval()
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 240, 240)
+    with torch.inference_mode():
+        want = GemEncoder(visual)(x)
+        visual.transformer = sf
+        try:
+            got = GemEncoder(visual)(x)
+        finally:
+            visual.transformer = bf
+    torch.testing.assert_close(got.gem, want.gem, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.clip, want.clip, atol=1e-5, rtol=0)

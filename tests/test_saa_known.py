@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.detect.saa import SaaAnalysis, SaaDetector, prompt_entries
-from inspector.detect.saa_boxes import BoxCandidates, cxcywh_to_xyxy, entry_scores, select_boxes
-from inspector.detect.saa_regions import (
+from inspector.detect.saa.detector import SaaAnalysis, SaaDetector, prompt_entries
+from inspector.detect.saa.boxes import BoxCandidates, cxcywh_to_xyxy, entry_scores, select_boxes
+from inspector.detect.saa.regions import (
     MaskCrop,
     fuse_regions,
     inside_fraction,
@@ -27,7 +27,7 @@ from inspector.detect.saa_regions import (
     top_k,
     union_mask,
 )
-from inspector.detect.saa_saliency import instance_saliency, self_saliency
+from inspector.detect.saa.saliency import instance_saliency, self_saliency
 from inspector.profile import ProductProfile
 
 HW = (20, 30)
@@ -223,28 +223,38 @@ def _analysis() -> SaaAnalysis:
     return a
 
 
+def _finished(det: SaaDetector, analysis: SaaAnalysis) -> tuple[np.ndarray, dict[str, float], list[str]]:
+    """``finish`` on an analysis: the fused map, each reported candidate's score, the candidates in rank order."""
+    found = det.finish(analysis, np.zeros((*HW, 3), np.uint8))
+    candidates = found.extras["candidates"]
+    return found.anomaly_map, {c["label"]: c["score"] for c in candidates}, [c["label"] for c in candidates]
+
+
 def test_finish_applies_area_location_saliency_top_k_and_fusion():
     """Region c (140 px) is over 0.3 x 300; region d lies off the object; K = 2 of a and b."""
     det = _detector(max_area_ratio=0.3, min_iou_with_object=0.5, top_k=2)
-    amap, scores, order = det._fused(_analysis())
-    want = {i: s * math.exp(2.0 * (m - 1.0)) for i, (s, m) in enumerate([(0.5, 0.2), (0.4, 0.9), (0.6, 0.5),
-                                                                         (0.3, 1.0)])}
-    np.testing.assert_allclose(scores, [want[0], want[1], want[2], want[3]], rtol=1e-5)
-    assert order.tolist() == [1, 0]  # b (0.4 e^-0.2 = 0.33) beats a (0.5 e^-1.6 = 0.10)
-    assert amap[5, 5] == pytest.approx(want[1], rel=1e-5) and amap[0, 0] == pytest.approx(want[0], rel=1e-5)
+    amap, scores, order = _finished(det, _analysis())
+    want = {name: s * math.exp(2.0 * (m - 1.0)) for name, (s, m) in zip("abcd", [(0.5, 0.2), (0.4, 0.9), (0.6, 0.5),
+                                                                                (0.3, 1.0)], strict=True)}
+    assert order == ["b", "a"]  # b (0.4 e^-0.2 = 0.33) beats a (0.5 e^-1.6 = 0.10)
+    assert scores == pytest.approx({"a": want["a"], "b": want["b"]}, rel=1e-5)
+    assert amap[5, 5] == pytest.approx(want["b"], rel=1e-5) and amap[0, 0] == pytest.approx(want["a"], rel=1e-5)
     assert amap[15, 20] == 0.0 and amap[2, 21] == 0.0
     det_k1 = _detector(max_area_ratio=0.3, min_iou_with_object=0.5, top_k=1)
-    assert det_k1._fused(_analysis())[2].tolist() == [1]
+    assert _finished(det_k1, _analysis())[2] == ["b"]
     # without the location rule d (re-scored 0.3) is kept and outranks a (0.10)
     det_off = _detector(max_area_ratio=0.3, top_k=2)
-    assert det_off._fused(_analysis())[2].tolist() == [1, 3]
+    _, scores, order = _finished(det_off, _analysis())
+    assert order == ["b", "d"] and scores["d"] == pytest.approx(want["d"], rel=1e-5)
     # the literal IoU reading drops even a and b (IoU 4/300, 32/300)
     det_iou = _detector(max_area_ratio=0.3, min_iou_with_object=0.5, top_k=2)
     det_iou.profile.saa.location_rule = "iou"
-    assert det_iou._fused(_analysis())[2].tolist() == []
+    amap, _, order = _finished(det_iou, _analysis())
+    assert order == [] and not amap.any()
     # a larger area ratio admits c (140 <= 150 px), re-scored 0.6 e^-1 = 0.22
     det_big = _detector(max_area_ratio=0.5, min_iou_with_object=0.0, top_k=4)
-    assert det_big._fused(_analysis())[2].tolist() == [1, 3, 2, 0]
+    _, scores, order = _finished(det_big, _analysis())
+    assert order == ["b", "d", "c", "a"] and scores == pytest.approx(want, rel=1e-5)
 
 
 def test_vanilla_finish_fuses_every_region_unfiltered():
@@ -252,9 +262,9 @@ def test_vanilla_finish_fuses_every_region_unfiltered():
     det.profile.saa.variant = "saa"
     a = _analysis()
     a.saliency = None
-    amap, scores, order = det._fused(a)
-    assert order.tolist() == [2, 0, 1, 3]  # all four, best first, raw scores
-    np.testing.assert_allclose(scores, [0.5, 0.4, 0.6, 0.3])
+    amap, scores, order = _finished(det, a)
+    assert order == ["c", "a", "b", "d"]  # all four, best first, raw scores
+    assert scores == pytest.approx({"a": 0.5, "b": 0.4, "c": 0.6, "d": 0.3})
     assert amap[15, 20] == pytest.approx(0.6) and amap[2, 21] == pytest.approx(0.3)
 
 

@@ -12,25 +12,13 @@ import numpy as np
 import pytest
 
 from inspector.detect import create_detector
-from inspector.detect.variation import (
-    VariationDetector,
-    VariationError,
-    _align_image,
-    estimate_pose,
-    global_nn_distance,
-    greedy_coreset,
-    local_nn_distance,
-    match_photometry,
-    positional_scale,
-    reference_threshold,
-    residual_whitener,
-    scale_groups,
-    seam_confidence,
-    structure_share,
-    to_lab,
-    to_working,
-)
-from inspector.imaging import write_png
+from inspector.detect.variation import VariationDetector, VariationError, describe
+from inspector.detect.variation import detector as variation_detector
+from inspector.detect.variation.alignment import align_image, estimate_pose
+from inspector.detect.variation.calibration import positional_scale, reference_threshold, seam_confidence
+from inspector.detect.variation.features import match_photometry, scale_groups, structure_share, to_lab, to_working
+from inspector.detect.variation.memory import global_nn_distance, greedy_coreset, local_nn_distance, residual_whitener
+from inspector.imaging import read_image, write_png
 from inspector.profile import ProductProfile, load_profile, save_profile
 
 SIZE = 128
@@ -184,7 +172,7 @@ def test_match_photometry_removes_gain_and_offset() -> None:
 def test_estimate_pose_recovers_a_known_motion(dx: float, dy: float, angle: float) -> None:
     fixed = to_working(part(1), SIZE)
     moving = to_working(part(1, dx, dy, angle), SIZE)
-    m = estimate_pose(_align_image(moving), _align_image(fixed), "rigid", 10.0)
+    m = estimate_pose(align_image(moving), align_image(fixed), "rigid", 10.0)
     # the point at the image centre moved by (dx, dy); the pose must take it back
     scale = SIZE / 128
     centre = np.array([SIZE / 2 + dx, SIZE / 2 + dy, 1.0]) / np.array([scale, scale, 1])
@@ -242,7 +230,7 @@ def test_per_scale_fusion_finds_the_defect(tmp_path: Path, cache_home: Path, fus
     det = VariationDetector()
     det.prepare(make_profile(tmp_path / fusion, shots, alignment="rigid", memory="local", max_rotation_deg=6,
                              scale_fusion=fusion), None)
-    assert det._groups == 2
+    assert det.scales == 2 and describe(det)["scales"] == 2
     bad, mask = paste_blob(part(8, -3, 2, -2.0), (82, 40), 5)
     found = det.detect(bad)
     assert det.detect(part(8, -3, 2, -2.0)).image_score < 0.5 <= found.image_score
@@ -279,27 +267,28 @@ def test_single_reference_shot_works(tmp_path: Path, cache_home: Path) -> None:
 # ----------------------------------------------------------------------------- caching, retune, errors
 def test_second_prepare_uses_the_cache(tmp_path: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     profile = make_profile(tmp_path / "c", [part(1), part(2, 2, 1)], alignment="translation", memory="local")
+    entries = cache_home / "cache" / "variation"
     first = VariationDetector()
     first.prepare(profile, None)
     assert not first.cache_hit
-    assert list((cache_home / "cache" / "variation").glob("*.npz"))
-
-    def boom(*a, **k):
-        raise AssertionError("prepare recomputed instead of using the cache")
-
-    monkeypatch.setattr(VariationDetector, "_build", boom)
+    assert len(list(entries.glob("*.npz"))) == 1
+    decoded: list[Path] = []  # a cached prepare hashes the shots but never decodes them again
+    monkeypatch.setattr(variation_detector, "read_image", lambda path: decoded.append(path) or read_image(path))
     second = VariationDetector()
-    second.prepare(profile, None)  # would raise if it recomputed
+    second.prepare(profile, None)
+    assert decoded == []
     assert second.cache_hit and second.threshold == pytest.approx(first.threshold)
     img = part(5, 1, 1)
     assert np.array_equal(first.detect(img).anomaly_map, second.detect(img).anomaly_map)
     profile.variation.smoothing_sigma = 2.0  # finish-only: still the same cache entry
     third = VariationDetector()
     third.prepare(profile, None)
-    assert third.cache_hit
+    assert third.cache_hit and len(list(entries.glob("*.npz"))) == 1
     profile.variation.search_radius = 2  # shapes the memory: a new entry
-    with pytest.raises(AssertionError, match="recomputed"):
-        VariationDetector().prepare(profile, None)
+    fourth = VariationDetector()
+    fourth.prepare(profile, None)
+    assert not fourth.cache_hit and len(list(entries.glob("*.npz"))) == 2
+    assert decoded == profile.reference_paths()  # ... and this one decoded every shot
 
 
 def test_cache_key_follows_the_reference_pixels(tmp_path: Path, cache_home: Path) -> None:
@@ -352,3 +341,49 @@ def test_registry_and_inspector_run_it(tmp_path: Path, cache_home: Path) -> None
     result = inspector.inspect(bad)
     assert result.verdict == "FAIL" and result.regions
     assert {"align", "features", "search"} <= set(result.detection.timings)
+
+
+# ----------------------------------------------------------------------------- the bench's naive baseline
+def _bench_variation():
+    """``bench/variation.py`` as a module (the baseline lives there, not in the product detector)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "variation.py"
+    spec = importlib.util.spec_from_file_location("bench_variation", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_baseline_descriptor_known_values() -> None:
+    bench = _bench_variation()
+    lab = np.zeros((32, 32, 3), np.float32)
+    lab[..., 1], lab[..., 2] = 10.0, -5.0
+    lab[..., 0] = 20.0 + 0.5 * np.arange(32, dtype=np.float32)[None, :]  # L rises 0.5 per px to the right
+    f = bench.baseline_features(lab, 2, 8)
+    assert f.shape == (8, 4, 4)  # (L, a, b, |grad L|) per level on the 8-px cells
+    assert np.allclose(f[0, :, 1], 20.0 + 0.5 * 11.5)  # cell mean of L over columns 8..15
+    assert np.allclose(f[1], 10.0) and np.allclose(f[2], -5.0)
+    assert np.allclose(f[3, 1:3, 1:3], 0.5, atol=1e-5)  # interior cells: the slope (Sobel/8)
+
+
+def test_bench_baseline_runs_the_naive_method_apart_from_the_product(tmp_path: Path, cache_home: Path) -> None:
+    bench = _bench_variation()
+    profile = make_profile(tmp_path / "b", [part(1), part(2, 3, -2, 2.0), part(3, -2, 3, -2.5, 1.05)],
+                           alignment="rigid", memory="local", max_rotation_deg=6, scale_fusion="mean")
+    product = VariationDetector()
+    product.prepare(profile, None)
+    base = bench.BaselineDetector()
+    base.prepare(profile, None)
+    assert not base.cache_hit  # its references are cached apart from the product's
+    assert (product.mode, product.alignment, product.scales) == ("local", "rigid", 2)
+    assert (base.mode, base.alignment, base.scales) == ("global", "none", 1)
+    assert profile.variation.alignment == "rigid" and profile.variation.photometric  # the caller's profile untouched
+    img = part(5, 1, 1)
+    assert not np.array_equal(product.detect(img).anomaly_map, base.detect(img).anomaly_map)
+    again = bench.BaselineDetector()
+    again.prepare(profile, None)
+    assert again.cache_hit and np.array_equal(base.detect(img).anomaly_map, again.detect(img).anomaly_map)

@@ -1,4 +1,4 @@
-"""``inspector profile validate|new|show``."""
+"""``inspector profile validate|new|show|experts``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = psub.add_parser("show", help="print a profile as validated YAML")
     s.add_argument("path", type=Path)
     s.set_defaults(func=_show)
+
+    x = psub.add_parser("experts", help="write the SAA+ expert profiles of MVTec-AD and VisA (27 folders)")
+    x.add_argument("root", nargs="?", type=Path, default=None,
+                   help="profiles folder (default: the packaged product_profiles/)")
+    x.set_defaults(func=_experts)
 
 
 def _known_models() -> dict[str, str] | None:
@@ -105,4 +110,24 @@ def _show(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     sys.stdout.write(yaml.safe_dump(prof.to_yaml_dict(), sort_keys=False))
+    return EXIT_OK
+
+
+def _experts(args: argparse.Namespace) -> int:
+    """Write ``<root>/<dataset>_<category>/profile.yaml`` from the SAA+ expert tables; one path a line."""
+    from inspector.detect.saa.experts import write_profiles
+    from inspector.files import describe_os_error
+    from inspector.settings import packaged_profiles_dir
+
+    root = args.root if args.root is not None else packaged_profiles_dir()
+    try:
+        written = write_profiles(root)
+    except OSError as exc:
+        where = exc.filename or root
+        print(f"error: cannot write the expert profiles under {root}: {where}: {describe_os_error(exc)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    for path in written:
+        print(path)
+    log.info("wrote %d expert profiles under %s", len(written), root)
     return EXIT_OK

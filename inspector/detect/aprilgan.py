@@ -40,7 +40,7 @@ from inspector.models.adapters import (
     vit_width,
 )
 from inspector.models.clip import ClipModel, resample_positional_embedding
-from inspector.models.hub import inference_autocast
+from inspector.models.device import inference_autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.cache import ArrayCache

@@ -290,8 +290,8 @@ class FadeEngine:
         if self.use_language:
             assert self.text_cls is not None
             with timer("classification"):
-                if cls is None:
-                    cls = clip.encode_image(clip.preprocess(image, params.classification_scale))[0]
+                if cls is None:  # its own pass; the dense path resamples the positional table to any size
+                    cls = clip.encode_dense(clip.preprocess(image, params.classification_scale)).cls[0]
                 out.p_ac = float(text_anomaly_probability(cls, self.text_cls.normal, self.text_cls.anomalous,
                                                           params.temperature))
         out.timings = timer.timings

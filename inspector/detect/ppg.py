@@ -24,8 +24,8 @@ import numpy as np
 
 
 @dataclass
-class PromptSet:
-    """Point prompts for one extreme-region component."""
+class PointPrompts:
+    """Point prompts for one extreme-region component (text prompts are :class:`inspector.detect.prompts.PromptSet`)."""
 
     positives: np.ndarray  # k×2 float32 (x, y)
     negatives: np.ndarray  # m×2 float32 (x, y), m may be 0

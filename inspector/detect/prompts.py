@@ -38,7 +38,9 @@ class PromptLibraryError(ValueError):
 
 @dataclass(frozen=True)
 class PromptSet:
-    """Normal and anomalous prompts of one ensemble (order kept; duplicates act as weights)."""
+    """Normal and anomalous text prompts of one ensemble (order kept; duplicates act as weights).
+
+    SAM point prompts are :class:`inspector.detect.ppg.PointPrompts`."""
 
     normal: tuple[str, ...]
     anomalous: tuple[str, ...]

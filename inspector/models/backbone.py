@@ -19,15 +19,14 @@ import numpy as np
 import torch
 
 from inspector.imaging import resize_square
-from inspector.models.hub import inference_autocast
+from inspector.models.device import inference_autocast
+from inspector.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_OUT_INDICES = (1, 2, 3)
 
 

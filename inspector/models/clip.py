@@ -15,7 +15,7 @@ import torch
 
 from inspector.imaging import resize_antialiased
 from inspector.models.gem import DenseTokens, GemEncoder, resample_positional_embedding
-from inspector.models.hub import inference_autocast
+from inspector.models.device import inference_autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.store import ModelStore

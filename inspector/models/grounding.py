@@ -44,15 +44,14 @@ import numpy as np
 import torch
 
 from inspector.imaging import resize_antialiased
-from inspector.models.hub import inference_autocast
+from inspector.models.device import inference_autocast
+from inspector.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_TEXT_ENCODER_KEY = "bert_base_uncased"
 # checkpoint keys that may legitimately be absent from / extra to a GroundingDINO checkpoint
 _IGNORABLE_KEYS = ("bert.embeddings.position_ids", "bert.pooler.")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from inspector.models.hub import inference_autocast
+from inspector.models.device import inference_autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     from inspector.models.store import ModelStore

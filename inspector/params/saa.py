@@ -1,4 +1,4 @@
-"""SAA / SAA+ tunables (defaults from ``shared/methods/saa.md``; owned by ``inspector/detect/saa.py``).
+"""SAA / SAA+ tunables (defaults from ``shared/methods/saa.md``; owned by ``inspector/detect/saa/``).
 
 Which numbers only the cheap ``finish`` step reads is declared by the detector
 (``SaaDetector.finish_params``); the rest shape the expensive ``analyse`` step.

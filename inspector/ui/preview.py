@@ -75,7 +75,6 @@ CHANGE_EFFECTS: dict[str, Effect] = {
 # SAA property prompts by the grounding pipeline, the image scales by CLIP maps, ``models.<kind>``
 # only where that kind is loaded.
 TEXT_ENCODERS = ("clip", "grounding")
-OPTIONAL_MODELS: dict[str, tuple[str, ...]] = {"clipsam": ("adapter",)}  # loaded with clipsam.map_provider=aprilgan
 MODEL_KINDS = ("clip", "sam", "grounding", "backbone", "adapter")
 
 
@@ -93,7 +92,7 @@ def unused_fields(pipeline: str) -> tuple[str, ...]:
     if declared is not None:
         return tuple(declared)
     requires = set(_detector_attr(pipeline, "requires", ()))
-    optional = set(_detector_attr(pipeline, "optional_requires", OPTIONAL_MODELS.get(pipeline, ())))
+    optional = set(_detector_attr(pipeline, "optional_requires", ()))  # kinds loaded only for some settings
     out: list[str] = []
     if not requires & set(TEXT_ENCODERS):
         out += ["object", "prompts"]
@@ -114,21 +113,10 @@ def reads_field(pipeline: str, path: str) -> bool:
     return not any(path == u or path.startswith(u + ".") for u in unused_fields(pipeline))
 
 
-# parameter sections each pipeline reads (CLIP→SAM takes its map from FADE)
-SECTIONS_USED: dict[str, frozenset[str]] = {
-    "fade": frozenset({"fade"}),
-    "saa": frozenset({"saa"}),
-    "clipsam": frozenset({"clipsam", "fade"}),
-    "variation": frozenset({"variation"}),
-}
-
-
 def sections_used(pipeline: str) -> frozenset[str]:
-    """Parameter sections the pipeline reads: the detector's ``param_sections``, else the table, else its own."""
-    declared = _detector_attr(pipeline, "param_sections", None)
-    if declared is not None:
-        return frozenset(declared)
-    return SECTIONS_USED.get(pipeline, frozenset({pipeline}))
+    """Parameter sections the pipeline reads: the detector class's ``param_sections`` (CLIP→SAM also
+    reads ``fade``, its map provider's), else its own section (the pipeline's name)."""
+    return frozenset(_detector_attr(pipeline, "param_sections", None) or (pipeline,))
 
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.profile import ProductProfile
-from inspector.ui.preview import change_effect, changed_fields, field_effect
+from inspector.profile import PIPELINES, ProductProfile
+from inspector.ui.preview import change_effect, changed_fields, field_effect, sections_used
 
 
 def _edit(profile: ProductProfile, **changes) -> ProductProfile:
@@ -41,6 +41,10 @@ def _edit(profile: ProductProfile, **changes) -> ProductProfile:
         ("variation", {"variation__feature_stride": 8}, "prepare"),
         ("variation", {"decision__image_threshold": 0.2, "variation__working_size": 128}, "prepare"),
         ("variation", {"pipeline": "fade"}, "pipeline"),
+        ("patchcore", {"patchcore__input_size": 384}, "prepare"),  # its own section, from the registry
+        ("patchcore", {"fade__temperature": 0.02, "variation__feature_stride": 8}, "none"),
+        ("clipsam", {"models__adapter": "aprilgan_visa"}, "prepare"),  # optional: the APRIL-GAN map provider
+        ("saa", {"clipsam__extreme_threshold": 0.5, "fade__temperature": 0.02}, "none"),
     ],
 )
 def test_change_effect(pipeline: str, changes: dict, effect: str) -> None:
@@ -58,3 +62,11 @@ def test_changed_fields_are_dotted_paths() -> None:
     assert changed_fields(base, new) == ["decision.image_threshold", "image_scales"]
     assert field_effect("decision.pixel_threshold", "saa") == "finish"
     assert field_effect("something.new", "saa") == "prepare"  # unknown fields are treated safely
+
+
+def test_every_pipeline_reads_its_own_section_and_declared_ones_only() -> None:
+    for pipeline in PIPELINES:
+        used = sections_used(pipeline)
+        assert pipeline in used and used <= set(PIPELINES), (pipeline, used)
+    assert sections_used("clipsam") == {"clipsam", "fade"}  # declared by ClipSamDetector
+    assert sections_used("variation") == {"variation"}

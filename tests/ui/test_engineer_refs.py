@@ -10,6 +10,7 @@ import pytest
 import yaml
 from PySide6.QtCore import Qt
 
+from inspector.cache import ArrayCache
 from inspector.detect.variation import VariationDetector
 from inspector.ui.engineer import EngineerPanel
 from inspector.ui.profile_editor import ProfileEditor
@@ -18,16 +19,10 @@ from tests.ui.conftest_engineer import product_image, wait_idle, write_product
 pytestmark = pytest.mark.gui
 
 
-def test_import_copies_files_and_rebuilds_bank(qtbot, editor: ProfileEditor, widget_profile, shots, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    builds: list[int] = []
-    real_build = VariationDetector._build
-
-    def counting_build(self, paths, report):
-        builds.append(len(paths))
-        return real_build(self, paths, report)
-
-    monkeypatch.setattr(VariationDetector, "_build", counting_build)
+def test_import_copies_files_and_rebuilds_bank(qtbot, editor: ProfileEditor, widget_profile, shots,
+                                               tmp_path: Path) -> None:
+    banks = ArrayCache().root / VariationDetector.cache_namespace  # one prepared bank per reference set
+    before = set(banks.glob("*.npz"))
     refs = editor.references
     assert refs.list.count() == 2
     broken = tmp_path / "camera" / "broken.png"
@@ -46,10 +41,10 @@ def test_import_copies_files_and_rebuilds_bank(qtbot, editor: ProfileEditor, wid
     assert (folder / new_rel).read_bytes() == shots[2].read_bytes()
     assert refs.shots() == [*widget_profile.reference_shots, new_rel]
     assert refs.list.count() == 3
-    assert builds == [3]  # the bank was rebuilt from the three shots, in the worker
     assert progress and max(progress) == 1000
-    state = editor.engine.inspector.detector.state
-    assert state["loo_maps"].shape[0] == 3  # leave-one-out calibration over the three references
+    detector = editor.engine.inspector.detector
+    assert not detector.cache_hit and len(set(banks.glob("*.npz")) - before) == 1  # rebuilt once, not cached
+    assert detector.state["loo_maps"].shape[0] == 3  # leave-one-out calibration over the three references
     assert editor.is_dirty()  # the list changed; the file copy alone changed nothing on disk
     assert yaml.safe_load((folder / "profile.yaml").read_text())["reference_shots"] == widget_profile.reference_shots
 

@@ -20,9 +20,9 @@ with the naive class-agnostic entries only):
    ``properties.min_iou_with_object`` (theta); ``"iou"`` reads theta literally as IoU with the
    object, which removes every small true defect (its IoU with a whole object is tiny). The
    reference code never implemented the rule; it is skipped when no object was found.
-6. **Saliency prompts** (eq. 5-7): WRN50-2 self-similarity saliency (``saa_saliency``); each
+6. **Saliency prompts** (eq. 5-7): WRN50-2 self-similarity saliency (``saa.saliency``); each
    region's score is multiplied by exp(gain x its mean saliency), scaled by exp(-gain) (see
-   :func:`inspector.detect.saa_regions.saliency_prompts`).
+   :func:`inspector.detect.saa.regions.saliency_prompts`).
 7. **Confidence prompts** (eq. 8-9): the K best re-scored regions are fused into
    A = sum s r / sum r (vanilla SAA fuses all its regions the same way). Image score = max A.
 
@@ -74,8 +74,8 @@ import torch
 
 from inspector.detect.base import Detection, Detector, Progress, Region, StageTimer
 from inspector.detect.maps import normalise_map, resize_map
-from inspector.detect.saa_boxes import BoxCandidates, select_boxes
-from inspector.detect.saa_regions import (
+from inspector.detect.saa.boxes import BoxCandidates, select_boxes
+from inspector.detect.saa.regions import (
     MaskCrop,
     area_filter,
     fuse_regions,
@@ -88,7 +88,7 @@ from inspector.detect.saa_regions import (
     top_k,
     union_mask,
 )
-from inspector.detect.saa_saliency import instance_saliency, pixel_features, self_saliency
+from inspector.detect.saa.saliency import instance_saliency, pixel_features, self_saliency
 from inspector.imaging import array_sha256, read_image
 from inspector.models.grounding import GroundingPrediction, GroundingText, normalise_caption
 

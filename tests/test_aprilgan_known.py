@@ -1,0 +1,146 @@
+"""APRIL-GAN map provider: prompts, input size, positional table, text ensemble and its cache,
+written out by hand or re-derived naively (the map itself is re-derived in
+``test_clipsam_known.py::test_aprilgan_map_is_the_adapted_tokens_against_the_text``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.cache import ArrayCache
+from inspector.detect.aprilgan import (
+    ANOMALOUS_STATES,
+    DEFAULT_ADAPTER_KEY,
+    LOGIT_SCALE,
+    NORMAL_STATES,
+    TEMPLATES,
+    AprilGanMap,
+    layer_anomaly_maps,
+    state_prompts,
+)
+from inspector.models.adapters import AdapterError
+from inspector.models.hub import ModelHub
+from inspector.profile import ProductProfile
+from tests.support.tiny_models import tiny_clip
+from tests.test_adapters import tiny_adapter_state
+
+@pytest.fixture(scope="module")
+def clip() -> torch.nn.Module:
+    return tiny_clip(seed=2)
+
+
+def _hub(clip, adapter=None) -> ModelHub:
+    hub = ModelHub(device="cpu", precision="fp32")
+    hub.provide("clip", clip)
+    hub.provide("adapter", adapter if adapter is not None else {"trainable_linearlayer": tiny_adapter_state(clip)})
+    return hub
+
+
+def _naive_text(clip, prompts: list[str]) -> np.ndarray:
+    import open_clip
+
+    tok = open_clip.tokenizer.SimpleTokenizer(context_length=77)
+    with torch.no_grad():
+        e = clip.encode_text(tok(prompts)).double().numpy()
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    m = e.mean(axis=0)
+    return m / np.linalg.norm(m)
+
+
+def test_the_published_prompt_lists():
+    assert len(TEMPLATES) == 35 and len(set(TEMPLATES)) == 35
+    assert len(NORMAL_STATES) == 7 and len(ANOMALOUS_STATES) == 5
+    assert TEMPLATES[0] == "a bad photo of a {}." and TEMPLATES[-1] == "this is one {} in the scene."
+    assert NORMAL_STATES[0] == "{object}" and ANOMALOUS_STATES[-1] == "{object} with damage"
+    assert LOGIT_SCALE == 100.0 and DEFAULT_ADAPTER_KEY == "aprilgan_vitl14_336"
+
+
+def test_state_prompts_fill_every_template_with_every_state():
+    prof = ProductProfile(name="p", object="screw")
+    got = state_prompts(("{object}", "broken {object}"), prof)
+    want = [t.format("screw") for t in TEMPLATES] + [t.format("broken screw") for t in TEMPLATES]
+    assert got == want
+
+
+def test_prepare_rounds_the_input_to_whole_patches_and_resamples_the_table(tmp_path, clip):
+    """Requested 70 px -> round(70/16) = 4 patches = 64 px; 90 -> round(5.625) = 6 = 96 px. The table
+    is CLS + the 15×15 grid resized bicubic (antialias, align_corners=False) to g×g."""
+    for requested, g in [(70, 4), (90, 6), (32, 2)]:
+        profile = ProductProfile(name="p", pipeline="clipsam", object="part",
+                                 clipsam={"aprilgan_image_size": requested})
+        reports: list[tuple[float, str]] = []
+        provider = AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32))
+        provider.prepare(profile, _hub(clip), lambda f, m: reports.append((f, m)))
+        assert provider.grid == (g, g) and provider.input_size == 16 * g
+        assert provider.layers == (1, 2, 3, 4)  # 4 adapters on a 4-block ViT: every block
+        pos = clip.visual.positional_embedding.detach().double()
+        table = pos[1:].reshape(15, 15, -1).permute(2, 0, 1)[None]
+        table = torch.nn.functional.interpolate(table, size=(g, g), mode="bicubic", antialias=True,
+                                                align_corners=False)[0].permute(1, 2, 0).reshape(g * g, -1)
+        want = torch.cat([pos[:1], table])
+        torch.testing.assert_close(provider._positional.double(), want, atol=1e-5, rtol=0)
+        assert reports == [(0.0, f"loading adapters {DEFAULT_ADAPTER_KEY}"), (0.1, f"loading CLIP {profile.models.clip}"),
+                           (0.2, "encoding state prompts"), (1.0, "APRIL-GAN map ready")]
+
+
+def test_text_is_the_profile_states_ensemble_and_is_cached(tmp_path, clip):
+    """Profile state words replace the built-in ones; the two vectors are cached per prompts + CLIP."""
+    cache = ArrayCache(tmp_path / "cache", key=b"k" * 32)
+    profile = ProductProfile(name="p", pipeline="clipsam", object="bolt", clipsam={"aprilgan_image_size": 32},
+                             prompts={"normal_states": ["clean {object}"], "anomalous_states": ["cracked {object}",
+                                                                                                "bent {object}"]})
+    provider = AprilGanMap(cache=cache)
+    provider.prepare(profile, _hub(clip))
+    normal = _naive_text(clip, [t.format("clean bolt") for t in TEMPLATES])
+    anomalous = _naive_text(clip, [t.format(s) for s in ("cracked bolt", "bent bolt") for t in TEMPLATES])
+    np.testing.assert_allclose(provider.text.numpy(), np.stack([normal, anomalous]), atol=1e-5)
+    assert provider.text.dtype == torch.float32
+    assert cache.misses == 1 and cache.hits == 0
+    again = AprilGanMap(cache=cache)
+    again.prepare(profile, _hub(clip))
+    assert cache.hits == 1
+    torch.testing.assert_close(again.text, provider.text)
+    # other prompts: another entry, computed anew
+    default = ProductProfile(name="p", pipeline="clipsam", object="bolt", clipsam={"aprilgan_image_size": 32})
+    third = AprilGanMap(cache=cache)
+    third.prepare(default, _hub(clip))
+    assert cache.misses == 2
+    want = np.stack([_naive_text(clip, state_prompts(NORMAL_STATES, default)),
+                     _naive_text(clip, state_prompts(ANOMALOUS_STATES, default))])
+    np.testing.assert_allclose(third.text.numpy(), want, atol=1e-5)
+
+
+def test_map_is_the_mean_over_layers_and_counts_one_image_call(tmp_path, clip):
+    profile = ProductProfile(name="p", pipeline="clipsam", object="part", clipsam={"aprilgan_image_size": 32})
+    provider = AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32))
+    provider.prepare(profile, _hub(clip))
+    img = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    calls = provider.clip.image_calls
+    got = provider(img)
+    assert provider.clip.image_calls == calls + 1
+    assert set(got.timings) == {"clip_map"} and got.timings["clip_map"] > 0
+    # per-layer maps from the provider's own adapted tokens: the map is their mean (not the sum, not one layer)
+    from inspector.models.adapters import intermediate_tokens
+
+    with torch.no_grad():
+        x = provider.clip.preprocess(img, 32)
+        tokens, _ = intermediate_tokens(clip.visual, x, provider.layers, provider._positional)
+        adapted = provider.adapter.project([t[:, 1:] for t in tokens])
+        per_layer = layer_anomaly_maps(adapted, provider.text, (2, 2), 32).numpy()[:, 0]
+    assert np.abs(per_layer[0] - per_layer[-1]).max() > 1e-3  # the layers differ: the mean is visible
+    np.testing.assert_allclose(got.anomaly_map, per_layer.mean(axis=0), atol=1e-5)
+
+
+def test_errors_name_the_clip_and_what_to_do(tmp_path, clip):
+    with pytest.raises(RuntimeError, match=r"^AprilGanMap.prepare\(profile, hub\) must run before maps are computed$"):
+        AprilGanMap()(np.zeros((8, 8, 3), np.uint8))
+    profile = ProductProfile(name="p", pipeline="clipsam", object="part", clipsam={"aprilgan_image_size": 32})
+    six = {"trainable_linearlayer": tiny_adapter_state(clip, 6)}  # 6 adapters, 4 blocks
+    with pytest.raises(AdapterError, match=r"^6 adapters do not fit a ViT of 4 blocks \(CLIP '"
+                                           + profile.models.clip + r"'\)$"):
+        AprilGanMap(cache=ArrayCache(tmp_path / "c", key=b"k" * 32)).prepare(profile, _hub(clip, six))
+    wide = {"fc.0.weight": torch.zeros(32, 48), "fc.0.bias": torch.zeros(32)}
+    with pytest.raises(AdapterError, match=r"maps 48→32 but CLIP '" + profile.models.clip
+                       + r"' has vision width 64 and embedding size 32"):
+        AprilGanMap(cache=ArrayCache(tmp_path / "c", key=b"k" * 32)).prepare(profile, _hub(clip, wide))

@@ -49,7 +49,7 @@ import sqlite3
 import stat
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -539,14 +539,18 @@ def _is_wal_file(path: Path) -> bool:
     return len(head) >= 20 and head[:16] == b"SQLite format 3\x00" and head[18] == 2
 
 
-def _connect_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
+ConnectFactory = Callable[..., sqlite3.Connection]
+"""What :class:`SqliteRecordStore` opens its connection with: called like :func:`sqlite3.connect`."""
+
+
+def _connect_read_only(path: Path, timeout_s: float, connect: ConnectFactory = sqlite3.connect) -> sqlite3.Connection:
     """``mode=ro``; a WAL database with no ``-wal`` beside it (a closed copy, WORM media) is read
     ``immutable`` so that not even the ``-shm`` index is created."""
     uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
     wal = path.with_name(path.name + "-wal")
     if _is_wal_file(path) and not wal.exists():
         uri += "&immutable=1"
-    return sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    return connect(uri, uri=True, timeout=timeout_s, isolation_level=None, check_same_thread=False)
 
 
 class SqliteRecordStore:
@@ -555,10 +559,17 @@ class SqliteRecordStore:
     ``read_only=True`` opens with ``mode=ro`` and never writes, creates or migrates anything.
     ``key`` is the chain key (default: the station key; read-only opens never create one).
     ``checkpoints`` overrides the sidecar path (default ``<db>.checkpoints``).
+    ``connect`` opens the store's one connection; the default is :func:`sqlite3.connect`. The store
+    calls it once, as it would call ``sqlite3.connect``: the path (read-only: a ``file:`` URI with
+    ``uri=True``), ``timeout``, ``isolation_level=None`` and ``check_same_thread=False``. It then sets
+    its own PRAGMAs and row factory on the connection returned. Pass a factory to keep a handle on
+    that connection, for example to trace it, or to make it refuse writes (``PRAGMA query_only``) or
+    run out of room (``max_page_count``): SQLite keeps those per connection, so a second one cannot.
     """
 
     def __init__(self, path: str | Path, timeout_s: float = 10.0, *, read_only: bool = False,
-                 key: bytes | None = None, checkpoints: str | Path | None = None) -> None:
+                 key: bytes | None = None, checkpoints: str | Path | None = None,
+                 connect: ConnectFactory = sqlite3.connect) -> None:
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.read_only = read_only
@@ -567,6 +578,7 @@ class SqliteRecordStore:
         self._checkpoints = CheckpointFile(Path(checkpoints) if checkpoints else checkpoints_path(self.path))
         self.checkpoint_error: str | None = None
         self._meta: dict[str, str] = {}
+        self._connect = connect
         if read_only:
             self._open_read_only(timeout_s)
         else:
@@ -577,7 +589,7 @@ class SqliteRecordStore:
         if not self.path.is_file():
             raise RecordStoreError(f"records database {self.path} does not exist")
         try:
-            self._con = _connect_read_only(self.path, timeout_s)
+            self._con = _connect_read_only(self.path, timeout_s, self._connect)
             self._con.row_factory = sqlite3.Row
             self._con.execute("PRAGMA query_only=ON")
             self._check_schema()
@@ -631,7 +643,7 @@ class SqliteRecordStore:
                     f"{last.count if last else '?'} rows: the database was wiped or replaced. Restore it "
                     "from backup (or move both files aside to start a new one)"
                 )
-            self._con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            self._con = self._connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
             self._con.row_factory = sqlite3.Row
             mode = self._con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":

@@ -116,10 +116,15 @@ def test_map_is_the_mean_over_layers_and_counts_one_image_call(tmp_path, clip):
     provider = AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32))
     provider.prepare(profile, _hub(clip))
     img = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    import time
+
     calls = provider.clip.image_calls
+    t0 = time.perf_counter()
     got = provider(img)
-    assert provider.clip.image_calls == calls + 1
-    assert set(got.timings) == {"clip_map"} and got.timings["clip_map"] > 0
+    elapsed = time.perf_counter() - t0
+    provider(img)
+    assert provider.clip.image_calls == calls + 2
+    assert set(got.timings) == {"clip_map"} and 0 < got.timings["clip_map"] <= elapsed
     # per-layer maps from the provider's own adapted tokens: the map is their mean (not the sum, not one layer)
     from inspector.models.adapters import intermediate_tokens
 
@@ -144,3 +149,59 @@ def test_errors_name_the_clip_and_what_to_do(tmp_path, clip):
     with pytest.raises(AdapterError, match=r"maps 48→32 but CLIP '" + profile.models.clip
                        + r"' has vision width 64 and embedding size 32"):
         AprilGanMap(cache=ArrayCache(tmp_path / "c", key=b"k" * 32)).prepare(profile, _hub(clip, wide))
+
+
+def test_a_provider_whose_text_encoding_failed_refuses_to_map(tmp_path, clip, monkeypatch):
+    """prepare sets the CLIP and the adapters before the text: if the text fails, no map is made."""
+    profile = ProductProfile(name="p", pipeline="clipsam", object="part", clipsam={"aprilgan_image_size": 32})
+    provider = AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32))
+
+    def fail(_profile):
+        raise MemoryError("text tower out of memory")
+
+    monkeypatch.setattr(provider, "_text_features", fail)
+    with pytest.raises(MemoryError):
+        provider.prepare(profile, _hub(clip))
+    assert provider.clip is not None and provider.adapter is not None and provider.text is None
+    with pytest.raises(RuntimeError, match=r"^AprilGanMap.prepare\(profile, hub\) must run before maps"):
+        provider(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_text_cache_entry_is_per_clip_and_per_state_set(tmp_path, clip, caplog):
+    """One cache: another CLIP, other normal words only, other anomalous words only each get their
+    own entry (and their own naive text); without a cache argument the station cache is used."""
+    import logging
+    import re
+    import time
+
+    cache = ArrayCache(tmp_path / "cache", key=b"k" * 32)
+
+    def prepared(model, normal, anomalous):
+        profile = ProductProfile(name="p", pipeline="clipsam", object="nut", clipsam={"aprilgan_image_size": 32},
+                                 prompts={"normal_states": normal, "anomalous_states": anomalous})
+        provider = AprilGanMap(cache=cache)
+        provider.prepare(profile, _hub(model))
+        want = np.stack([_naive_text(model, state_prompts(normal, profile)),
+                         _naive_text(model, state_prompts(anomalous, profile))])
+        np.testing.assert_allclose(provider.text.numpy(), want, atol=1e-5)
+
+    other = tiny_clip(seed=4)
+    with caplog.at_level(logging.INFO, logger="inspector.detect.aprilgan"):
+        t0 = time.perf_counter()
+        prepared(clip, ["good {object}"], ["bad {object}"])
+        elapsed = time.perf_counter() - t0
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encoded")]
+    assert len(logged) == 1
+    found = re.fullmatch(r"encoded 70 APRIL-GAN prompts in (\d+\.\d)s", logged[0])
+    assert found and float(found.group(1)) <= elapsed + 0.05
+    prepared(other, ["good {object}"], ["bad {object}"])
+    prepared(clip, ["fine {object}"], ["bad {object}"])
+    prepared(clip, ["good {object}"], ["worn {object}"])
+    assert cache.misses == 4 and cache.hits == 0
+    prepared(clip, ["good {object}"], ["bad {object}"])
+    assert cache.hits == 1
+    # no cache given: the station's cache (under this test's private INSPECTOR_HOME)
+    profile = ProductProfile(name="p", pipeline="clipsam", object="nut", clipsam={"aprilgan_image_size": 32})
+    provider = AprilGanMap()
+    provider.prepare(profile, _hub(clip))
+    assert provider.text.shape == (2, 32)

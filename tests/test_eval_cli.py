@@ -19,7 +19,7 @@ from inspector.inspection import Inspector
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile, save_profile
 from tests.support.cli_env import cli_settings_env  # noqa: F401 - autouse fixture
-from tests.support.diff_detector import register_diff_detector
+from tests.support.diff_detector import refdiff, refdiff_as_variation  # noqa: F401 - fixtures
 from tests.support.tiny_datasets import make_folder, make_mvtec, make_visa
 
 TOP_KEYS = {
@@ -27,11 +27,6 @@ TOP_KEYS = {
     "n_images", "n_anomalous", "seconds", "per_defect",
 }
 HAS_VARIATION = importlib.util.find_spec("inspector.detect.variation") is not None
-
-
-@pytest.fixture
-def refdiff(monkeypatch: pytest.MonkeyPatch) -> str:
-    return register_diff_detector(monkeypatch)
 
 
 def _profile_with_refs(folder: Path, refs: list[Path], pipeline: str = "variation", threshold: float = 0.2) -> Path:
@@ -109,12 +104,8 @@ def test_eval_cli_pipeline_with_shots(tmp_path: Path, refdiff: str, capsys: pyte
     assert run["shots"] == [str(p) for p in load_dataset(cat).draw_shots(2, seed=3)[0]]
 
 
-def test_eval_cli_profile_with_shots_leaves_profile_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    register_diff_detector(monkeypatch)
-    import inspector.detect as detect
-
-    # the profile names pipeline 'variation'; route that name to the test detector for this test
-    monkeypatch.setitem(detect._REGISTRY, "variation", detect._REGISTRY["refdiff"])
+def test_eval_cli_profile_with_shots_leaves_profile_untouched(tmp_path: Path, refdiff_as_variation: str) -> None:
+    # the profile names pipeline 'variation', which is the test detector in this test
     cat = make_mvtec(tmp_path / "data", n_train=4)
     ds = load_dataset(cat)
     prof = _profile_with_refs(tmp_path / "prof", ds.train_good[:1])

@@ -17,7 +17,7 @@ from inspector.evaluate.runner import EvalResult, ImageRecord
 from inspector.imaging import write_png
 from inspector.profile import ProductProfile, save_profile
 from tests.support.cli_env import cli_settings_env  # noqa: F401 - autouse fixture
-from tests.support.diff_detector import register_diff_detector
+from tests.support.diff_detector import refdiff, refdiff_as_variation  # noqa: F401 - fixtures
 from tests.support.tiny_datasets import make_mvtec
 
 THRESHOLD = 0.03  # low: the textured good parts differ from the references by more, and FAIL
@@ -33,13 +33,9 @@ def _decoded_images(text: str) -> list[np.ndarray]:
     return out
 
 
-def test_eval_cli_writes_the_html_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_eval_cli_writes_the_html_report(tmp_path: Path, refdiff_as_variation: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    register_diff_detector(monkeypatch)
-    import inspector.detect as detect
-
-    # the profile names pipeline 'variation'; route that name to the test detector for this test
-    monkeypatch.setitem(detect._REGISTRY, "variation", detect._REGISTRY["refdiff"])
+    # the profile names pipeline 'variation', which is the test detector in this test
     cat = make_mvtec(tmp_path / "data", n_train=3, n_good=4, n_defect=3)
     prof = ProductProfile(name="widget", object="widget", pipeline="variation")
     prof.decision.image_threshold = THRESHOLD

@@ -91,7 +91,7 @@ def _naive_gem(block, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(heads_out, dim=1) @ attn.out_proj.weight.double().T + attn.out_proj.bias.double()
 
 
-def naive_dense(model, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def naive_dense(model, image: torch.Tensor, start: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(gem tokens, clip tokens) of one image 3×S×S, float64, normalised."""
     visual = model.visual
     ps = visual.patch_size[0]
@@ -106,7 +106,8 @@ def naive_dense(model, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     x = x + _naive_pos(visual, (gh, gw))
     x = _layer_norm(visual.ln_pre, x)
     blocks = list(visual.transformer.resblocks)
-    start = max(0, len(blocks) - 6)  # the official rule: the last 6 blocks whatever the depth
+    if start is None:
+        start = max(0, len(blocks) - 6)  # the official rule: the last 6 blocks whatever the depth
     gem = None
     for i, blk in enumerate(blocks):
         if i == start:
@@ -307,3 +308,78 @@ def test_sequence_first_transformer_gives_the_same_tokens(model):
             visual.transformer = bf
     torch.testing.assert_close(got.gem, want.gem, atol=1e-5, rtol=0)
     torch.testing.assert_close(got.clip, want.clip, atol=1e-5, rtol=0)
+
+
+def test_encoder_checks_the_tower_and_gem_start(model):
+    visual = model.visual
+    with pytest.raises(TypeError, match=r"^GEM needs an open_clip VisionTransformer with 'conv1'; got Linear$"):
+        GemEncoder(torch.nn.Linear(2, 2))
+    saved = visual.proj
+    visual.proj = None
+    try:
+        with pytest.raises(TypeError, match=r"^GEM needs an open_clip VisionTransformer with 'proj'; "
+                                            r"got VisionTransformer$"):
+            GemEncoder(visual)
+    finally:
+        visual.proj = saved
+    visual.attn_pool = torch.nn.Identity()
+    try:
+        with pytest.raises(TypeError, match=r"^GEM does not support attentional-pool vision towers \(CoCa\)$"):
+            GemEncoder(visual)
+    finally:
+        visual.attn_pool = None
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match=rf"^gem_start must be in \[0, 3\], got {bad}$"):
+            GemEncoder(visual, gem_start=bad)
+    # an explicit start is honoured: blocks 2..3 only, against the naive reference
+    enc = GemEncoder(visual, gem_start=2)
+    assert enc.gem_start == 2 and GemEncoder(visual, gem_start=3).gem_start == 3
+    torch.manual_seed(7)
+    x = torch.randn(1, 3, 240, 240)
+    with torch.inference_mode():
+        out = enc(x)
+    ref_gem, _ = naive_dense(model, x[0], start=2)
+    torch.testing.assert_close(out.gem[0].double(), ref_gem, atol=1e-5, rtol=0)
+
+
+def test_any_module_with_the_tower_attributes_and_an_int_patch_size(model):
+    """A tower that is not open_clip's class (no attn_pool attribute, patch_size an int) works the same."""
+    v = model.visual
+
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.ln_pre, self.transformer, self.ln_post = v.conv1, v.ln_pre, v.transformer, v.ln_post
+            self.class_embedding, self.positional_embedding, self.proj = v.class_embedding, v.positional_embedding, v.proj
+            self.patch_dropout, self.patch_size = v.patch_dropout, 16
+
+    enc = GemEncoder(Tower())
+    assert enc.patch_size == 16 and enc.layers == 4
+    torch.manual_seed(8)
+    x = torch.randn(1, 3, 240, 240)
+    with torch.inference_mode():
+        torch.testing.assert_close(enc(x).gem, GemEncoder(v)(x).gem, atol=0, rtol=0)
+
+
+def test_positional_cache_tells_h_by_w_from_w_by_w(model):
+    enc = GemEncoder(model.visual)
+    a = enc.positional_embedding((15, 17))
+    b = enc.positional_embedding((17, 17))
+    assert a.shape[0] == 1 + 15 * 17 and b.shape[0] == 1 + 17 * 17
+    torch.testing.assert_close(a.double(), _naive_pos(model.visual, (15, 17)), atol=1e-6, rtol=0)
+
+
+def test_resampling_with_several_extra_tokens_keeps_dtype_and_checks_the_table():
+    """5 leading tokens + a 2×2 grid -> 3×3; a bfloat16 table stays bfloat16; a table that is not
+    extra + a square grid is refused by name."""
+    torch.manual_seed(9)
+    pos = torch.randn(5 + 4, 6)
+    got = resample_positional_embedding(pos, (3, 3), extra_tokens=5)
+    grid = torch.nn.functional.interpolate(pos[5:].reshape(1, 2, 2, 6).permute(0, 3, 1, 2).double(), size=(3, 3),
+                                           mode="bicubic", align_corners=False, antialias=True)
+    want = torch.cat([pos[:5].double(), grid.permute(0, 2, 3, 1).reshape(9, 6)])
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=0)
+    half = resample_positional_embedding(pos.bfloat16(), (3, 3), extra_tokens=5)
+    assert half.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"^positional table of 16 rows is not 1 \+ a square grid$"):
+        resample_positional_embedding(torch.zeros(16, 4), (4, 4))

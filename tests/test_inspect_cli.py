@@ -17,7 +17,7 @@ from inspector.files import file_sha256
 from inspector.imaging import read_image, write_png
 from inspector.profile import ProductProfile, save_profile
 from tests.support.cli_env import cli_settings_env  # noqa: F401 - autouse fixture
-from tests.support.diff_detector import register_diff_detector
+from tests.support.diff_detector import refdiff  # noqa: F401 - fixture
 from tests.support.tiny_datasets import defect_image, good_image
 
 HAS_VARIATION = importlib.util.find_spec("inspector.detect.variation") is not None
@@ -49,9 +49,9 @@ def _run(*argv: str) -> int:
     return main(["inspect", *argv])
 
 
-def test_inspect_writes_json_heatmap_and_overlay(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_inspect_writes_json_heatmap_and_overlay(scene: dict[str, Path], refdiff: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     out = scene["root"] / "out"
     assert _run("--profile", str(scene["profile"]), "--pipeline", name, str(scene["images"]), "--out", str(out)) == 0
     docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
@@ -81,9 +81,9 @@ def test_inspect_writes_json_heatmap_and_overlay(scene: dict[str, Path], monkeyp
     assert "FAIL" in stdout and "2 PASS, 1 FAIL, 0 failed" in stdout
 
 
-def test_corrupt_input_is_reported_and_the_rest_still_run(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_corrupt_input_is_reported_and_the_rest_still_run(scene: dict[str, Path], refdiff: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     (scene["images"] / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)  # truncated JPEG
     out = scene["root"] / "out"
     rc = _run("--profile", str(scene["profile"]), "--pipeline", name, str(scene["images"]),
@@ -105,8 +105,8 @@ def test_corrupt_input_is_reported_and_the_rest_still_run(scene: dict[str, Path]
     assert "zz_broken.jpg" in err and "missing.png" in err
 
 
-def test_same_file_name_in_two_folders_does_not_overwrite(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    name = register_diff_detector(monkeypatch)
+def test_same_file_name_in_two_folders_does_not_overwrite(scene: dict[str, Path], refdiff: str) -> None:
+    name = refdiff
     rng = np.random.default_rng(1)
     a, b = scene["root"] / "a", scene["root"] / "b"
     write_png(a / "x.png", good_image(rng))
@@ -137,9 +137,9 @@ def test_output_stems_never_hit_an_input(tmp_path: Path) -> None:
             assert folder / f not in paths
 
 
-def test_usage_errors_exit_2(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_usage_errors_exit_2(scene: dict[str, Path], refdiff: str,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     out = str(scene["root"] / "out")
     imgs = str(scene["images"])
     # broken profile
@@ -161,12 +161,12 @@ def test_usage_errors_exit_2(scene: dict[str, Path], monkeypatch: pytest.MonkeyP
     assert "cannot write to output folder" in capsys.readouterr().err
 
 
-def test_missing_weights_exit_2(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_missing_weights_exit_2(scene: dict[str, Path], refdiff: str, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A detector whose weights are not installed: the store's message, exit 2, nothing written."""
     from inspector.models.store import ModelMissingError
 
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     from tests.support import diff_detector
 
     def no_weights(self, profile, hub, progress=None):  # noqa: ANN001
@@ -180,9 +180,9 @@ def test_missing_weights_exit_2(scene: dict[str, Path], monkeypatch: pytest.Monk
     assert not list(out.glob("*.json"))
 
 
-def test_disk_full_is_a_clear_error(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_disk_full_is_a_clear_error(scene: dict[str, Path], refdiff: str, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     out = scene["root"] / "out"
 
     def full(path, rgb):  # noqa: ANN001
@@ -228,11 +228,11 @@ def _run_with_deadline(argv: list[str], seconds: float) -> int:
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs mkfifo")
-def test_fifo_input_is_a_per_file_error_not_a_hang(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_fifo_input_is_a_per_file_error_not_a_hang(scene: dict[str, Path], refdiff: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import os
 
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     fifo = scene["root"] / "x.png"
     os.mkfifo(fifo)
     out = scene["root"] / "out"
@@ -245,9 +245,9 @@ def test_fifo_input_is_a_per_file_error_not_a_hang(scene: dict[str, Path], monke
     assert "FIFO" in capsys.readouterr().err
 
 
-def test_symlink_loop_input_is_a_per_file_error(scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+def test_symlink_loop_input_is_a_per_file_error(scene: dict[str, Path], refdiff: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    name = register_diff_detector(monkeypatch)
+    name = refdiff
     loop = scene["root"] / "loop.png"
     loop.symlink_to(loop.name)
     out = scene["root"] / "out"

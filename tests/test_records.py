@@ -27,6 +27,7 @@ from inspector.records import (
     effective,
     export_csv,
 )
+from tests.support.sqlite_connect import KeptConnection
 
 
 def make(i: int = 0, **kw) -> InspectionRecord:
@@ -42,8 +43,14 @@ def make(i: int = 0, **kw) -> InspectionRecord:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteRecordStore(tmp_path / "rec" / "records.sqlite")
+def kept() -> KeptConnection:
+    """The store fixture's own connection (its ``connect`` factory), for faults SQLite keeps per connection."""
+    return KeptConnection()
+
+
+@pytest.fixture
+def store(tmp_path: Path, kept: KeptConnection):
+    s = SqliteRecordStore(tmp_path / "rec" / "records.sqlite", connect=kept)
     yield s
     s.close()
 
@@ -60,11 +67,32 @@ def test_append_builds_a_verifiable_chain(store: SqliteRecordStore) -> None:
     assert again[2].model_keys == ["clip:x"] and again[2].image_score == pytest.approx(0.52)
 
 
-def test_wal_and_full_sync(store: SqliteRecordStore) -> None:
+def test_wal_and_full_sync(tmp_path: Path) -> None:
+    kept = KeptConnection(setup=["PRAGMA synchronous=OFF"])  # not SQLite's default FULL: the store must set it
+    store = SqliteRecordStore(tmp_path / "r.sqlite", connect=kept)
     con = sqlite3.connect(store.path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
-    assert store._con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert kept.con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, on the store's own connection
+    store.close()
+
+
+def test_connect_factory_opens_the_store_connection(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite"
+    kept = KeptConnection()
+    store = SqliteRecordStore(db, connect=kept)
+    assert kept.database == db
+    assert kept.kwargs == {"timeout": 10.0, "isolation_level": None, "check_same_thread": False}
+    stored = store.append(make(0))
+    assert [tuple(r) for r in kept.con.execute("SELECT uid FROM inspections")] == [(stored.uid,)]  # written through it
+    store.close()
+    ro = KeptConnection()
+    reader = SqliteRecordStore(db, timeout_s=2.5, read_only=True, connect=ro)
+    assert str(ro.database).startswith("file:") and "mode=ro" in str(ro.database)
+    assert ro.kwargs == {"uri": True, "timeout": 2.5, "isolation_level": None, "check_same_thread": False}
+    assert ro.con.execute("PRAGMA query_only").fetchone()[0] == 1
+    assert [r.uid for r in reader.query()] == [stored.uid]
+    reader.close()
 
 
 def test_update_and_delete_are_refused(store: SqliteRecordStore) -> None:
@@ -162,15 +190,16 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         SqliteRecordStore(bad)
 
 
-def test_read_only_database_keeps_decisions_pending_and_retries(store: SqliteRecordStore) -> None:
+def test_read_only_database_keeps_decisions_pending_and_retries(store: SqliteRecordStore,
+                                                               kept: KeptConnection) -> None:
     keeper = RecordKeeper(store)
     assert keeper.save(make(0)) is not None
-    store._con.execute("PRAGMA query_only=ON")  # the database refuses writes, as a read-only file does
+    kept.con.execute("PRAGMA query_only=ON")  # the database refuses writes, as a read-only file does
     r1, r2 = make(1), make(2)
     assert keeper.save(r1) is None and keeper.save(r2) is None
     assert keeper.pending == [r1, r2]
     assert "read-only" in keeper.last_error
-    store._con.execute("PRAGMA query_only=OFF")
+    kept.con.execute("PRAGMA query_only=OFF")
     assert keeper.retry() == 2
     assert keeper.pending == [] and keeper.last_error is None
     rows = store.query()
@@ -178,10 +207,11 @@ def test_read_only_database_keeps_decisions_pending_and_retries(store: SqliteRec
     assert store.verify().ok
 
 
-def test_disk_full_keeps_decision_in_the_journal(store: SqliteRecordStore, tmp_path: Path) -> None:
+def test_disk_full_keeps_decision_in_the_journal(store: SqliteRecordStore, kept: KeptConnection,
+                                                 tmp_path: Path) -> None:
     store.append(make(0))
-    pages = store._con.execute("PRAGMA page_count").fetchone()[0]
-    store._con.execute(f"PRAGMA max_page_count={pages}")  # no room to grow: 'database or disk is full'
+    pages = kept.con.execute("PRAGMA page_count").fetchone()[0]
+    kept.con.execute(f"PRAGMA max_page_count={pages}")  # no room to grow: 'database or disk is full'
     keeper = RecordKeeper(store)
     big = make(1, note="x" * 20000)
     assert keeper.save(big) is None  # durable in the journal, not yet in the database
@@ -189,7 +219,7 @@ def test_disk_full_keeps_decision_in_the_journal(store: SqliteRecordStore, tmp_p
     assert [r.uid for r in keeper.journal.entries()[0]] == [big.uid]
     dump = keeper.dump_pending(tmp_path / "aside" / "pending.jsonl")
     assert [r.note for r in RecordJournal(dump).entries()[0]] == [big.note]
-    store._con.execute("PRAGMA max_page_count=1073741823")
+    kept.con.execute("PRAGMA max_page_count=1073741823")
     assert keeper.retry() == 1
     assert store.count() == 2
     assert store.verify().ok

@@ -22,6 +22,7 @@ from inspector.records import (
     default_journal_path,
 )
 from inspector.settings import Settings
+from tests.support.sqlite_connect import KeptConnection
 from tests.test_records import make
 
 
@@ -62,10 +63,11 @@ def test_journal_can_live_on_a_second_disk_from_the_settings(tmp_path: Path) -> 
 
 def test_database_down_decisions_stay_in_the_journal_and_are_replayed_at_start(tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite"
-    store = SqliteRecordStore(db)
+    kept = KeptConnection()
+    store = SqliteRecordStore(db, connect=kept)
     keeper = RecordKeeper(store)
     keeper.save(make(0))
-    store._con.execute("PRAGMA query_only=ON")  # the database refuses writes
+    kept.con.execute("PRAGMA query_only=ON")  # the database refuses writes
     pending = [make(i) for i in range(1, 4)]
     for rec in pending:
         assert keeper.save(rec) is None  # durable in the journal: shown as saved (journal only)
@@ -103,18 +105,19 @@ def test_replay_dedups_by_uid_and_refuses_forged_lines(tmp_path: Path) -> None:
 
 
 def test_neither_location_writable_stops_accepting(tmp_path: Path) -> None:
-    store = SqliteRecordStore(tmp_path / "r.sqlite")
+    kept = KeptConnection()
+    store = SqliteRecordStore(tmp_path / "r.sqlite", connect=kept)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     keeper = RecordKeeper(store, journal=RecordJournal(blocker / "j.journal"))  # ENOTDIR on write
-    store._con.execute("PRAGMA query_only=ON")
+    kept.con.execute("PRAGMA query_only=ON")
     rec = make(0)
     with pytest.raises(RecordsUnavailable, match="NOT saved.*journal.*database.*stops accepting"):
         keeper.save(rec)
     assert keeper.accepting is False
     assert keeper.pending == []  # nothing held only in memory
     assert keeper.probe() is False
-    store._con.execute("PRAGMA query_only=OFF")
+    kept.con.execute("PRAGMA query_only=OFF")
     assert keeper.probe() is True
     assert keeper.save(make(1)) is not None  # the database alone is enough
     assert "database only" in (keeper.last_error or "")
@@ -136,11 +139,16 @@ def test_journal_alone_is_enough_when_the_database_cannot_open(tmp_path: Path) -
 
 _STATION = textwrap.dedent(
     """
+    import sqlite3
     import sys
     from inspector.records import RecordKeeper, SqliteRecordStore, InspectionRecord
-    store = SqliteRecordStore(sys.argv[1])
+    opened = []
+    def connect(*args, **kwargs):  # keep the store's own connection
+        opened.append(sqlite3.connect(*args, **kwargs))
+        return opened[-1]
+    store = SqliteRecordStore(sys.argv[1], connect=connect)
     keeper = RecordKeeper(store)
-    store._con.execute("PRAGMA query_only=ON")  # database refusing writes: decisions only in the journal
+    opened[0].execute("PRAGMA query_only=ON")  # database refusing writes: decisions only in the journal
     i = 0
     while True:
         rec = InspectionRecord(station_id="st", operator_id="op", profile_name="p", profile_version=1,

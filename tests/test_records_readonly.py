@@ -15,6 +15,7 @@ import pytest
 
 from inspector.cli import main
 from inspector.records import NotARecordsDatabase, SqliteRecordStore
+from tests.support.sqlite_connect import KeptConnection
 from tests.test_records import make
 
 
@@ -79,11 +80,12 @@ def test_read_only_open_never_writes(tmp_path: Path, capsys) -> None:
 
 def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
     db = _db(tmp_path)
-    s = SqliteRecordStore(db, read_only=True)
+    kept = KeptConnection()
+    s = SqliteRecordStore(db, read_only=True, connect=kept)
     with pytest.raises(Exception, match="read-only"):
         s.append(make(9))
-    with pytest.raises(sqlite3.OperationalError):
-        s._con.execute("INSERT INTO meta(key, value) VALUES ('x', 'y')")
+    with pytest.raises(sqlite3.OperationalError):  # the store's own connection refuses writes too
+        kept.con.execute("INSERT INTO meta(key, value) VALUES ('x', 'y')")
     s.close()
     with pytest.raises(NotARecordsDatabase):
         (tmp_path / "e.sqlite").write_bytes(b"")

@@ -3,15 +3,20 @@
 Not a model: it compares each image with the mean of the profile's reference shots, pixel by pixel
 (grey level, absolute difference / 255). On the synthetic data of :mod:`tests.support.tiny_datasets`
 (flat textured parts, bright or dark square defects) its answer is known: the defect pixels score
-high, everything else near 0. Register it with ``register_diff_detector(monkeypatch)``.
+high, everything else near 0. A test registers it by asking for the ``refdiff`` fixture (pipeline
+``refdiff``, for ``--pipeline``) or ``refdiff_as_variation`` (profiles naming ``variation`` get it;
+a profile names only built-in pipelines); import the fixture from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
+import pytest
 
-from inspector.detect import Detection, Detector
+from inspector.detect import Detection, Detector, registered_detector
 from inspector.imaging import read_image
 
 NAME = "refdiff"
@@ -40,8 +45,15 @@ class RefDiffDetector(Detector):
         return Detection(anomaly_map=amap, image_score=float(amap.max()))
 
 
-def register_diff_detector(monkeypatch) -> str:  # noqa: ANN001
-    import inspector.detect as detect
+@pytest.fixture
+def refdiff() -> Iterator[str]:
+    """Pipeline ``refdiff`` is :class:`RefDiffDetector` during the test; yields the name."""
+    with registered_detector(NAME, RefDiffDetector):
+        yield NAME
 
-    monkeypatch.setitem(detect._REGISTRY, NAME, f"{__name__}:RefDiffDetector")
-    return NAME
+
+@pytest.fixture
+def refdiff_as_variation(refdiff: str) -> Iterator[str]:
+    """Also pipeline ``variation`` is :class:`RefDiffDetector` during the test; yields ``variation``."""
+    with registered_detector("variation", RefDiffDetector, replace=True):
+        yield "variation"

@@ -13,6 +13,7 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from inspector.files import file_sha256
 from inspector.imaging import write_png
 from inspector.records import SqliteRecordStore, accounted, effective
+from tests.support.sqlite_connect import KeptConnection
 from tests.ui.conftest import REASONS, make_profile, plate
 from tests.ui.station_support import (  # noqa: F401 - fixtures
     LOAD_TIMEOUT_MS,
@@ -765,8 +766,28 @@ def test_run_station_entry_point(qtbot, station_env, tmp_path, monkeypatch) -> N
     assert time.monotonic() - t0 < 120
 
 
-def test_read_only_records_keep_the_decision_and_retry(qtbot, window, station_env, tmp_path) -> None:
-    win = window
+@pytest.fixture
+def kept() -> KeptConnection:
+    """The records store's own connection (its ``connect`` factory), for faults SQLite keeps per connection."""
+    return KeptConnection()
+
+
+@pytest.fixture
+def kept_window(qtbot, station_settings, qsettings, users, kept: KeptConnection):
+    """The station window with its records store opened through ``kept``."""
+    store = SqliteRecordStore(station_settings.records_path, connect=kept)
+    win = make_window(qtbot, station_settings, qsettings, users, store=store)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()
+    yield win
+    win.close()
+    assert not win.worker.is_running(), "closing the window must stop the worker thread"
+
+
+def test_read_only_records_keep_the_decision_and_retry(qtbot, kept_window, kept: KeptConnection, station_env,
+                                                       tmp_path) -> None:
+    win = kept_window
     line = tmp_path / "one"
     write_png(line / "a.png", plate(40))
     write_png(line / "b.png", plate(41))
@@ -774,7 +795,7 @@ def test_read_only_records_keep_the_decision_and_retry(qtbot, window, station_en
     load(qtbot, win, station_env["profile"])
     win.start_source("folder", str(line))
     wait_current(qtbot, win, "a.png")
-    win.store._con.execute("PRAGMA query_only=ON")  # the database now refuses writes
+    kept.con.execute("PRAGMA query_only=ON")  # the database now refuses writes
     key(qtbot, win, Qt.Key.Key_A)
     assert "NOT SAVED" in win.decision.save_label.text()
     assert "NOT SAVED" in win.records_label.text()
@@ -783,7 +804,7 @@ def test_read_only_records_keep_the_decision_and_retry(qtbot, window, station_en
     wait_current(qtbot, win, "b.png")  # the station carries on
     key(qtbot, win, Qt.Key.Key_A)
     assert len(win.keeper.pending) == 2
-    win.store._con.execute("PRAGMA query_only=OFF")
+    kept.con.execute("PRAGMA query_only=OFF")
     win._retry_pending()  # what the retry timer does every few seconds
     assert not win.keeper.pending and not win._retry_timer.isActive()
     rows = records(win)

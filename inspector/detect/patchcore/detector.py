@@ -46,6 +46,7 @@ from inspector.cache import ArrayCache, cache_key
 from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
 from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
 from inspector.detect.patchcore.features import embed, to_patches
+from inspector.detect.patchcore.index import ListIndex, build_index, probe_nearest
 from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
 from inspector.detect.patchcore.tiling import Stitcher, tile_grid
 from inspector.detect.variation import structure_share, to_lab
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 CACHE_NAMESPACE = "patchcore"
 _FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "image_score", "top_fraction", "zero_shot_ratio")
 JITTER_PX = 4  # one reference shot: its stand-in "other shot" is shifted by this much and relit
@@ -140,6 +141,7 @@ class PatchCoreDetector(Detector):
         self.augment: str = "none"
         self.mode: str = "global"
         self.grids: torch.Tensor | None = None  # local memory: (K, D, h, w) reference grids
+        self.index: ListIndex | None = None  # global memory, search "ivf": the bank's k-means lists
         self.state: dict[str, np.ndarray] = {}
         self.cache_hit = False
         self.state_sha256: str | None = None
@@ -276,18 +278,23 @@ class PatchCoreDetector(Detector):
             keep = greedy_coreset(allp, p.max_bank, p.coreset_dims, candidates=p.coreset_candidates * p.max_bank)
             allp, owners = allp[keep], owners[keep]
             report(0.75, f"coreset: kept {p.max_bank} patches")
+        built = self._index_for(allp) if mode == "global" else None
+        index: ListIndex | None = None
+        if built is not None:  # the bank is stored grouped by k-means list
+            order, index = built
+            allp, owners = allp[order], owners[order]
         ref_grids = torch.stack([g[0] for g in plain]) if mode == "local" else None
         loo_maps, loo_weights = [], []
         for i, im in enumerate(imgs):
             others = [j for j in range(len(imgs)) if j != i] or [i]
             if len(imgs) > 1:
-                bank_i = allp[owners != i]
+                allowed = owners != i
                 grids = plain[i]
             else:  # a single shot: compare it with a shifted, relit copy of itself
-                bank_i = allp
+                allowed = None
                 grids = self._embed_image(_jitter(im))
             local_i = ref_grids[others] if ref_grids is not None else None
-            raw, weight = self._score_grids(grids, bank_i, im.shape, local_i)
+            raw, weight = self._score_grids(grids, allp, im.shape, local_i, index, allowed)
             loo_maps.append(raw)
             loo_weights.append(weight)
             report(0.75 + 0.25 * (i + 1) / len(imgs), f"calibrating {i + 1}/{len(imgs)}")
@@ -299,6 +306,8 @@ class PatchCoreDetector(Detector):
             "mode": np.array(mode),
             "grids": (ref_grids.numpy() if ref_grids is not None else np.zeros((0,), np.float32)).astype(np.float32),
             "bank": allp.numpy().astype(np.float32),
+            "ivf_centroids": (index.centroids.numpy() if index is not None else np.zeros((0,), np.float32)),
+            "ivf_offsets": (index.offsets.numpy() if index is not None else np.zeros((0,), np.int64)),
             "loo_maps": np.stack(loo_maps).astype(np.float32),
             "loo_weights": np.asarray(loo_weights, np.float32),
             "texture": np.array(texture),
@@ -313,6 +322,10 @@ class PatchCoreDetector(Detector):
         self.mode = str(arrays["mode"])
         self.grids = torch.from_numpy(np.ascontiguousarray(arrays["grids"])) if self.mode == "local" else None
         self.augment = str(arrays["augment"])
+        cents = arrays["ivf_centroids"]
+        self.index = (ListIndex(torch.from_numpy(np.ascontiguousarray(cents, dtype=np.float32)),
+                                torch.from_numpy(np.asarray(arrays["ivf_offsets"], dtype=np.int64)))
+                      if cents.size else None)
         self.threshold = self._reference_threshold()
 
     def _reference_threshold(self) -> float:
@@ -323,15 +336,27 @@ class PatchCoreDetector(Detector):
         return max(p.calibration_margin * worst, 1e-6)
 
     # ----------------------------------------------------------------- scoring
+    def _index_for(self, bank: torch.Tensor) -> tuple[torch.Tensor, ListIndex] | None:
+        """The bank's k-means lists when ``search`` is ivf and the bank holds more than the probed lists."""
+        p = self.params
+        if p.search != "ivf" or bank.shape[0] <= p.ivf_list_size * p.ivf_probes:
+            return None
+        return build_index(bank, p.ivf_list_size)
+
     def _score_grids(self, grids: list[torch.Tensor], bank: torch.Tensor, shape: tuple[int, ...],
-                     local: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+                     local: torch.Tensor | None = None, index: ListIndex | None = None,
+                     allowed: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
         """Raw distance map in the working frame and the eq. 7 factor of its most anomalous patch.
 
         ``local``: the reference grids ``(K, D, h, w)`` of a positional memory (untiled images only);
-        the eq. 7 support is then taken among those grids' patches."""
+        the eq. 7 support is then taken among those grids' patches. ``index``: the bank's k-means
+        lists (the bank grouped by list). ``allowed``: bank rows that may answer (leave-one-out)."""
         p = self.params
         size = p.input_size
         best = (-1.0, 1.0)
+        if allowed is not None and index is None:
+            bank, allowed = bank[allowed], None
+        support_rows = allowed.nonzero().squeeze(1) if allowed is not None else None
         maps: list[np.ndarray] = []
         for g in grids:
             d, h, w = g.shape
@@ -340,6 +365,12 @@ class PatchCoreDetector(Detector):
                 ldist, lidx = local_nearest(g, local, p.local_radius)
                 dist, idx = ldist.reshape(-1), lidx.reshape(-1, 1)
                 support = local.permute(0, 2, 3, 1).reshape(-1, d)  # (K·h·w, D), the order of lidx
+            elif index is not None:
+                dist, rows = probe_nearest(q, bank, index, p.ivf_probes, allowed)
+                idx, support = rows[:, None], bank
+                if support_rows is not None:  # eq. 7 among the allowed rows only: renumber the winner
+                    support = bank[support_rows]
+                    idx = (torch.cumsum(allowed, 0) - 1)[rows][:, None]
             else:
                 dist, idx = nearest(q, bank, 1)
                 dist, support = dist[:, 0], bank
@@ -372,7 +403,7 @@ class PatchCoreDetector(Detector):
             grids = self._embed_image(image)
         with timer("search"):
             if self.bank is not None:
-                raw, weight = self._score_grids(grids, self.bank, image.shape, self.grids)
+                raw, weight = self._score_grids(grids, self.bank, image.shape, self.grids, self.index)
                 scale = None
             else:
                 raw, weight, scale = self._zero_shot(grids, image.shape)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 QUERY_CHUNK = 1024
 
@@ -126,21 +127,25 @@ def local_nearest(query: torch.Tensor, bank: torch.Tensor, radius: int) -> tuple
     if query.shape != (d, h, w):
         raise ValueError(f"query {tuple(query.shape)} does not match the bank's grid {(d, h, w)}")
     r = max(0, int(radius))
-    b_sq = (bank * bank).sum(1)  # K, h, w
+    # channels last and padded by r cells: each offset's candidates are a strided view, not a copy;
+    # padded cells have an infinite ‖m‖², so they never win
+    rows = bank.permute(0, 2, 3, 1)  # K, h, w, D
+    padded = F.pad(rows, (0, 0, r, r, r, r))
+    padded_sq = F.pad((rows * rows).sum(-1), (r, r, r, r), value=float("inf"))
+    q = query.permute(1, 2, 0).contiguous()  # h, w, D
     best = torch.full((h, w), float("inf"))
     best_idx = torch.zeros((h, w), dtype=torch.long)
-    ii = torch.arange(h)[:, None].expand(h, w)
-    jj = torch.arange(w)[None, :].expand(h, w)
+    ii = torch.arange(h)[:, None]
+    jj = torch.arange(w)[None, :]
     for di in range(-r, r + 1):
         for dj in range(-r, r + 1):
-            # the bank cell (i + di, j + dj) seen from query cell (i, j); outside the grid: none
-            si, sj = (ii + di).clamp(0, h - 1), (jj + dj).clamp(0, w - 1)
-            valid = ((ii + di) >= 0) & ((ii + di) < h) & ((jj + dj) >= 0) & ((jj + dj) < w)
+            # the bank cell (i + di, j + dj) seen from query cell (i, j);
             # ‖q‖² is the same for every candidate of a cell: added once at the end
-            d2 = b_sq[:, si, sj] - 2.0 * (bank[:, :, si, sj] * query[None]).sum(1)  # K, h, w
+            window = (slice(None), slice(r + di, r + di + h), slice(r + dj, r + dj + w))
+            d2 = padded_sq[window] - 2.0 * torch.einsum("khwd,hwd->khw", padded[window], q)
             val, which = d2.min(0)
-            better = (val < best) & valid
+            better = val < best
             best = torch.where(better, val, best)
-            best_idx = torch.where(better, which * h * w + si * w + sj, best_idx)
-    best = best + (query * query).sum(0)
+            best_idx = torch.where(better, which * h * w + (ii + di) * w + (jj + dj), best_idx)
+    best = best + (q * q).sum(-1)
     return best.clamp_min_(0).sqrt_(), best_idx

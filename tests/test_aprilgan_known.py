@@ -205,3 +205,45 @@ def test_text_cache_entry_is_per_clip_and_per_state_set(tmp_path, clip, caplog):
     provider = AprilGanMap()
     provider.prepare(profile, _hub(clip))
     assert provider.text.shape == (2, 32)
+
+
+def test_prepare_asks_the_hub_for_the_profiles_adapter_and_logs_the_set_up(tmp_path, clip, caplog):
+    """The adapter key is the profile's (default: the published one), the CLIP key the profile's;
+    one INFO line says what was set up."""
+    import logging
+
+    from inspector.models.store.errors import UnknownModelError
+
+    for chosen in (None, "my_adapter"):
+        profile = ProductProfile(name="p", pipeline="clipsam", object="part", clipsam={"aprilgan_image_size": 64},
+                                 models={"adapter": chosen})
+        key = chosen or DEFAULT_ADAPTER_KEY
+        hub = ModelHub(device="cpu", precision="fp32")
+        hub.provide("clip", clip, key=profile.models.clip)
+        hub.provide("adapter", {"trainable_linearlayer": tiny_adapter_state(clip)}, key=key)
+        provider = AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="inspector.detect.aprilgan"):
+            provider.prepare(profile, hub)
+        assert provider.adapter.key == key
+        assert f"APRIL-GAN map: CLIP {profile.models.clip}, adapters {key} on blocks (1, 2, 3, 4), input 64 " \
+               "(grid 4²)" in [r.getMessage() for r in caplog.records]
+    other = ProductProfile(name="p", pipeline="clipsam", object="part", models={"adapter": "not_provided"})
+    with pytest.raises(UnknownModelError, match="unknown model key 'not_provided'"):
+        AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32)).prepare(other, hub)
+
+
+def test_a_patch_32_clip_gets_a_single_cell_grid_at_32_px(tmp_path):
+    """32 px with 32 px patches: one patch (grid 1×1), not the two a minimum of 2 would force."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(11)
+    coarse = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=4, width=64, head_width=16, patch_size=32,
+                                                         image_size=224),
+                  text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)).eval()
+    profile = ProductProfile(name="p", pipeline="clipsam", object="part", clipsam={"aprilgan_image_size": 32})
+    provider = AprilGanMap(cache=ArrayCache(tmp_path / "cache", key=b"k" * 32))
+    provider.prepare(profile, _hub(coarse))
+    assert provider.grid == (1, 1) and provider.input_size == 32 and provider._positional.shape[0] == 2
+    amap = provider(np.full((20, 30, 3), 128, np.uint8)).anomaly_map
+    assert amap.shape == (20, 30) and np.ptp(amap) < 1e-6  # one cell: a constant map

@@ -289,3 +289,49 @@ def test_engine_errors_name_what_to_fix(tmp_path, model):
     with pytest.raises(FileNotFoundError, match=r"'widget': reference shot .*r0.png cannot be read .*; "
                                                 r"add the image or remove it from reference_shots"):
         FadeDetector(cache=ArrayCache(tmp_path / "cache2", key=b"k" * 32)).prepare(profile, _hub(model))
+
+
+def test_set_up_plumbing_cost_estimate_and_per_clip_banks(tmp_path, model):
+    """CPU estimate by hand (60 s at 896 px, cubic); the provider passes its cache and progress to
+    the engine; the reference banks are cached per CLIP (another CLIP, same cache: its own bank)."""
+    from inspector.detect.fade import estimated_cpu_seconds
+
+    assert estimated_cpu_seconds([448, 896]) == pytest.approx(60.0 * (0.125 + 1.0))
+    assert estimated_cpu_seconds([240]) == pytest.approx(60.0 * (240 / 896) ** 3)
+    fresh = FadeLanguageMap()
+    assert fresh.fuse_vision is False and fresh.engine is None and fresh.profile is None
+    profile = _profile(tmp_path / "widget", 1, 48)
+    cache = ArrayCache(tmp_path / "cache", key=b"k" * 32)
+    reports: list[str] = []
+    provider = FadeLanguageMap(cache=cache)
+    provider.prepare(profile, _hub(model), lambda f, m: reports.append(m))
+    assert provider.engine.cache is cache and provider.engine.use_language is True
+    assert reports[0] == "loading CLIP" and reports[-1] == "FADE ready"
+    image = _image(6, defect=True)
+    other = tiny_clip(seed=1)
+    for m in (model, other):
+        det = FadeDetector(cache=cache)
+        det.prepare(profile, _hub(m))
+        analysis = det.analyse(image)
+        want = naive(m, profile, image, shots=True)
+        for s in SCALES:
+            np.testing.assert_allclose(analysis.vision[s], want["vision"][s], atol=2e-5)
+            np.testing.assert_allclose(analysis.language[s], want["language"][s], atol=2e-5)
+    # another text template, same cache: the prompts are encoded anew, inside that template
+    import open_clip
+
+    templated = profile.model_copy(deep=True)
+    templated.fade.text_template = "a cropped photo of the {}."
+    det = FadeDetector(cache=cache)
+    det.prepare(templated, _hub(model))
+    tok = open_clip.tokenizer.SimpleTokenizer(context_length=77)
+
+    def mean_text(prompts: tuple[str, ...]) -> np.ndarray:
+        with torch.no_grad():
+            e = model.encode_text(tok([f"a cropped photo of the {p.strip().rstrip('.').strip()}." for p in prompts]))
+        e = e.double().numpy()
+        return (e / np.linalg.norm(e, axis=1, keepdims=True)).mean(axis=0)
+
+    seg = segmentation_prompts(templated)
+    np.testing.assert_allclose(det.engine.text_seg.normal.numpy(), mean_text(seg.normal), atol=1e-5)
+    np.testing.assert_allclose(det.engine.text_seg.anomalous.numpy(), mean_text(seg.anomalous), atol=1e-5)

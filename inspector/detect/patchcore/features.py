@@ -7,8 +7,12 @@ grid of the finest layer used.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+LAB_SCALE = (100.0, 128.0, 128.0)  # CIE L*a*b* ranges: L* 0..100, a*/b* about ±128
 
 
 def aggregate(feature: torch.Tensor, p: int) -> torch.Tensor:
@@ -45,3 +49,20 @@ def to_patches(grid: torch.Tensor) -> torch.Tensor:
     """``(B, D, h, w)`` → ``(B·h·w, D)``, rows in (b, i, j) order."""
     b, d, h, w = grid.shape
     return grid.permute(0, 2, 3, 1).reshape(b * h * w, d).contiguous()
+
+
+def colour_grid(images: list[np.ndarray], size: tuple[int, int], p: int) -> torch.Tensor:
+    """Mean CIE L*a*b* colour of each cell, ``(B, 3, h, w)``, each channel divided by its range.
+
+    ImageNet features normalised per layer keep texture and shape but little of a patch's
+    absolute brightness and colour, so a flat stain can match a clean patch. The colour of the
+    cell (area-averaged to the grid, then the same p×p aggregation as eq. 3) is appended to the
+    patch feature, weighted by the profile's ``colour_weight``. ``images`` are RGB uint8 at input size."""
+    h, w = size
+    out = []
+    for im in images:
+        lab = cv2.cvtColor(im.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+        lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_AREA)
+        out.append(torch.from_numpy(np.ascontiguousarray(lab)).permute(2, 0, 1))
+    grid = torch.stack(out) / torch.tensor(LAB_SCALE).view(1, 3, 1, 1)
+    return aggregate(grid, p)

@@ -112,7 +112,8 @@ def test_profiles_are_written_and_packaged_ones_are_current(tmp_path: Path) -> N
     assert len(written) == len(demo.CATEGORIES)
     for cat, spec in demo.CATEGORIES.items():
         prof = load_profile(tmp_path / "profiles" / f"demo_{cat}")
-        assert prof.pipeline == "variation" and len(prof.reference_shots) == demo.REFERENCE_SHOTS
+        assert prof.pipeline == "patchcore" and len(prof.reference_shots) == demo.REFERENCE_SHOTS
+        assert prof.patchcore.model_dump(include=set(spec.patchcore)) == spec.patchcore
         assert prof.reason_codes[:-1] == list(spec.reasons[:-1]) and prof.decision.image_threshold == 0.5
         for rel in prof.reference_shots:
             shot = (tmp_path / "profiles" / f"demo_{cat}" / rel).read_bytes()
@@ -121,7 +122,8 @@ def test_profiles_are_written_and_packaged_ones_are_current(tmp_path: Path) -> N
         packaged = packaged_profiles_dir() / f"demo_{cat}"
         shipped = load_profile(packaged)
         stale = "product_profiles/demo_* are stale: run `inspector demo --write-profiles`"
-        for key in ("pipeline", "object", "reference_shots", "reason_codes", "decision", "variation", "prompts"):
+        for key in ("pipeline", "object", "reference_shots", "reason_codes", "decision", "patchcore", "variation",
+                    "prompts"):
             assert getattr(shipped, key) == getattr(prof, key), f"{stale} ({key})"
         assert _files(packaged / "references") == _files(tmp_path / "profiles" / f"demo_{cat}" / "references"), stale
 

@@ -19,11 +19,13 @@ from inspector.inspection import Inspector  # noqa: E402
 from inspector.imaging import read_image  # noqa: E402
 from inspector.models.hub import ModelHub  # noqa: E402
 from inspector.outputs import OutputConfigError, OutputsConfig, build_opcua  # noqa: E402
-from inspector.outputs.opcua import NAMESPACE, OpcUaStation  # noqa: E402
+from inspector.outputs.opcua import OpcUaStation  # noqa: E402
 from inspector.outputs.trigger import FrameGrabber, InspectOnTrigger  # noqa: E402
 from inspector.profile import load_profile  # noqa: E402
 from inspector.sources import FolderSource  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
+from tests.support.opcua_plc import station_nodes  # noqa: E402
+from tests.support.opcua_plc import until as wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +41,10 @@ async def _handshake(url: str, parts: list[int]) -> tuple[list[tuple[str, float,
     """The PLC side: per part write RecipeIndex, Trigger=1; wait Busy falls; read; Ack=1; wait Ready."""
     answers, latencies = [], []
     async with Client(url) as client:
-        idx = await client.get_namespace_index(NAMESPACE)
-        station = await client.nodes.objects.get_child([f"{idx}:Station"])
-        n = {name: await station.get_child([f"{idx}:{name}"]) for name in
-             ("Trigger", "Ack", "RecipeIndex", "Ready", "Busy", "Result", "Score", "Recipe", "Error", "PartCount")}
+        n = await station_nodes(client)
 
-        async def until(name: str, value: object, timeout_s: float = 30.0) -> None:
-            deadline = time.monotonic() + timeout_s
-            while await n[name].read_value() != value:
-                assert time.monotonic() < deadline, f"{name} never became {value}"
-                await asyncio.sleep(0.005)
+        async def until(name: str, value: object) -> None:
+            await wait_for(n, name, value, 30.0)
 
         for recipe in parts:
             await until("Ready", True)

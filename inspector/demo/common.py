@@ -45,7 +45,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("scratch", "crack", "rust", "chipped edge", "other"),
         ("scratch", "crack", "rust", "chipped edge"),
         {"alignment": "rigid", "memory": "local", "max_rotation_deg": 20.0, "calibration_margin": 1.0},
-        {"memory": "local", "calibration_margin": 1.0},
+        {"memory": "local", "pose_jitter_deg": 20.0, "calibration_margin": 1.0},  # parts lie turned by up to ±20°
     ),
     "pcb": DemoCategory(
         "pcb", "circuit board", "Small populated circuit board (assembly of parts).",

@@ -58,6 +58,13 @@ class PatchCoreParams(Params):
         "loose parts); local: only reference patches within local_radius cells of the same place (fixed "
         "assemblies: a missing part is found); auto: global for textures, local for objects",
     )
+    pose_jitter_deg: float = Field(
+        0.0, ge=0, le=90,
+        description="local memory: each reference is also stored turned by up to ± this many degrees about the "
+        "image centre, for parts that lie with some rotation (measured on the demo washer, 4 shots, ±20°: "
+        "image AUROC 0.875 -> 0.963); 0 = off",
+    )
+    pose_jitter_steps: int = Field(2, ge=1, le=8, description="local memory: turned copies per side of pose_jitter_deg")
     local_radius: int = Field(
         3, ge=0, le=16, description="local memory: cells (of the feature grid) searched around the same place",
     )
@@ -66,6 +73,11 @@ class PatchCoreParams(Params):
         description="memory-bank patches kept; a larger bank is thinned by greedy coreset subsampling",
     )
     coreset_dims: int = Field(32, ge=8, le=512, description="random-projection dimensions for the coreset selection")
+    coreset_rounds: int = Field(
+        256, ge=1, le=65536,
+        description="coreset: greedy selection in this many rounds (each takes max_bank/rounds farthest patches; "
+        "exact greedy when rounds >= max_bank); fewer rounds prepare faster",
+    )
     coreset_candidates: int = Field(
         4, ge=1, le=64, description="coreset: choose among this many times max_bank patches drawn at random "
         "(bounds prepare time for large banks)",

@@ -27,12 +27,13 @@ from inspector.imaging import read_image  # noqa: E402
 from inspector.inspection import Inspector  # noqa: E402
 from inspector.models.hub import ModelHub  # noqa: E402
 from inspector.outputs.config import OpcUaOutput, OutputConfigError, resolve_recipes  # noqa: E402
-from inspector.outputs.opcua import NAMESPACE  # noqa: E402
 from inspector.outputs.station_link import OpcUaLink  # noqa: E402
 from inspector.profile import load_profile  # noqa: E402
 from inspector.records import SqliteRecordStore  # noqa: E402
 from inspector.ui.app import build_opcua_link, run_station  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
+from tests.support.opcua_plc import station_nodes  # noqa: E402
+from tests.support.opcua_plc import until as wait_for  # noqa: E402
 from tests.ui.station_support import key, load, login, make_window, users, users_file  # noqa: E402,F401
 
 SERVER_START_MS = 30_000
@@ -74,16 +75,10 @@ async def _plc(url: str, recipes: list[int]) -> list[dict[str, object]]:
     """The PLC: per part write RecipeIndex and Trigger=1, wait until Busy falls, read, Ack, wait Ready."""
     answers = []
     async with Client(url, timeout=30) as client:
-        idx = await client.get_namespace_index(NAMESPACE)
-        station = await client.nodes.objects.get_child([f"{idx}:Station"])
-        n = {name: await station.get_child([f"{idx}:{name}"]) for name in
-             ("Trigger", "Ack", "RecipeIndex", "Ready", "Busy", "Result", "Score", "Recipe", "Error", "PartCount")}
+        n = await station_nodes(client)
 
-        async def until(name: str, value: object, timeout_s: float = 90.0) -> None:
-            deadline = time.monotonic() + timeout_s
-            while await n[name].read_value() != value:
-                assert time.monotonic() < deadline, f"{name} never became {value}"
-                await asyncio.sleep(0.005)
+        async def until(name: str, value: object) -> None:
+            await wait_for(n, name, value, 90.0)
 
         for recipe in recipes:
             await until("Ready", True)

@@ -93,6 +93,22 @@ def transform(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(out, turns))
 
 
+def pose_angles(max_deg: float, steps: int) -> list[float]:
+    """Rotations (degrees) of each reference in a positional memory: 0, then ±max·k/steps for k = 1..steps."""
+    if max_deg <= 0 or steps <= 0:
+        return [0.0]
+    return [0.0] + [sign * max_deg * k / steps for k in range(1, steps + 1) for sign in (-1.0, 1.0)]
+
+
+def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """The image turned about its centre (bilinear; borders reflected, so no black corners appear)."""
+    if degrees == 0:
+        return image
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     """Squash an RGB uint8 image to size×size: area filter when shrinking (antialiased), cubic otherwise."""
     h, w = image.shape[:2]
@@ -261,7 +277,8 @@ class PatchCoreDetector(Detector):
         if mode == "local" and tiled:
             log.info("patchcore: local memory needs untiled references; tiled images use global memory")
             mode = "global"
-        augment = p.augment if p.augment != "auto" else ("dihedral" if texture else "none")
+        # auto: dihedral copies for textures, except tiled references, whose many tiles already vary
+        augment = p.augment if p.augment != "auto" else ("dihedral" if texture and not tiled else "none")
         if mode == "local":
             augment = "none"  # a rotated copy is not what the part looks like at that place
         log.info("patchcore: %d references, structure share %.2f -> %s, %s memory, augment %s",
@@ -270,20 +287,30 @@ class PatchCoreDetector(Detector):
         copies = augmentations(augment)
         per_ref: list[torch.Tensor] = []  # patches of each reference (all its copies)
         plain: list[list[torch.Tensor]] = []  # grids of each unaugmented reference (for leave-one-out)
+        pool = p.coreset_candidates * p.max_bank  # the coreset chooses among this many patches at most
+        gen = torch.Generator().manual_seed(0)
         for i, im in enumerate(imgs):
             rows = []
             for turns, flip in copies:
                 grids = self._embed_image(transform(im, turns, flip))
                 if (turns, flip) == (0, False):
                     plain.append(grids)
-                rows.extend(to_patches(g[None]) for g in grids)
+                # global memory: each grid keeps its share of the pool, drawn at random, so that
+                # prepare's memory is bounded whatever the number of tiles and copies
+                quota = -(-pool // (len(imgs) * len(copies) * len(grids)))
+                for g in grids:
+                    r = to_patches(g[None])
+                    if mode == "global" and r.shape[0] > quota:
+                        r = r[torch.randperm(r.shape[0], generator=gen)[:quota]]
+                    rows.append(r)
             per_ref.append(torch.cat(rows))
             report(0.15 + 0.45 * (i + 1) / len(imgs), f"describing reference {i + 1}/{len(imgs)}")
         owners = torch.cat([torch.full((r.shape[0],), i) for i, r in enumerate(per_ref)])
         allp = torch.cat(per_ref)
         report(0.62, f"memory bank: {allp.shape[0]} patches")
         if mode == "global" and allp.shape[0] > p.max_bank:
-            keep = greedy_coreset(allp, p.max_bank, p.coreset_dims, candidates=p.coreset_candidates * p.max_bank)
+            keep = greedy_coreset(allp, p.max_bank, p.coreset_dims, max_rounds=p.coreset_rounds,
+                                  candidates=p.coreset_candidates * p.max_bank)
             allp, owners = allp[keep], owners[keep]
             report(0.75, f"coreset: kept {p.max_bank} patches")
         built = self._index_for(allp) if mode == "global" else None
@@ -291,10 +318,16 @@ class PatchCoreDetector(Detector):
         if built is not None:  # the bank is stored grouped by k-means list
             order, index = built
             allp, owners = allp[order], owners[order]
-        ref_grids = torch.stack([g[0] for g in plain]) if mode == "local" else None
+        ref_grids, grid_owner = None, torch.zeros(0, dtype=torch.long)
+        if mode == "local":  # each reference at its own pose, plus the turned copies pose_jitter_deg names
+            angles = pose_angles(p.pose_jitter_deg, p.pose_jitter_steps)
+            stack = [plain[i][0] if a == 0 else self._embed_image(rotate(im, a))[0]
+                     for i, im in enumerate(imgs) for a in angles]
+            ref_grids = torch.stack(stack)
+            grid_owner = torch.arange(len(imgs)).repeat_interleave(len(angles))
         loo_maps, loo_weights = [], []
         for i, im in enumerate(imgs):
-            others = [j for j in range(len(imgs)) if j != i] or [i]
+            others = grid_owner != i if len(imgs) > 1 else grid_owner >= 0
             if len(imgs) > 1:
                 allowed = owners != i
                 grids = plain[i]

@@ -37,7 +37,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("hole", "stain", "cut", "foreign fiber", "other"),
         ("hole", "stain", "cut", "foreign fiber"),
         {"alignment": "none", "memory": "global", "calibration_margin": 1.5},
-        {"colour_weight": 4.0, "calibration_margin": 1.0},  # stains are flat colour changes
+        {"colour_weight": 4.0, "calibration_margin": 1.12},  # stains are flat colour changes
     ),
     "washer": DemoCategory(
         "washer", "washer", "Stamped steel washer M12 on a conveyor, top light (object with pose jitter).",
@@ -53,7 +53,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("missing part", "solder bridge", "scratch", "contamination", "other"),
         ("missing component", "solder bridge", "scratch", "contamination"),
         {"alignment": "rigid", "memory": "local", "max_rotation_deg": 6.0, "calibration_margin": 1.4},
-        {"memory": "local", "calibration_margin": 1.0},
+        {"memory": "local", "calibration_margin": 1.15},
     ),
 }
 

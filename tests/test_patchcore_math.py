@@ -213,3 +213,29 @@ def test_local_memory_finds_a_missing_part_that_global_memory_accepts() -> None:
     local0, _ = local_nearest(query, bank, 0)
     assert local0[2, 2].item() == pytest.approx(np.sqrt(50.0))  # same place only: the part is missing
     assert local0.sum().item() == pytest.approx(np.sqrt(50.0))
+
+
+def test_pose_angles_are_symmetric_steps_after_the_identity() -> None:
+    from inspector.detect.patchcore.detector import pose_angles
+
+    assert pose_angles(20.0, 2) == [0.0, -10.0, 10.0, -20.0, 20.0]
+    assert pose_angles(0.0, 3) == [0.0] and pose_angles(15.0, 1) == [0.0, -15.0, 15.0]
+
+
+def test_colour_grid_of_a_flat_colour_is_its_scaled_lab() -> None:
+    import skimage.color
+
+    from inspector.detect.patchcore.features import colour_grid
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:, :16] = (200, 40, 40)  # left half red, right half grey
+    rgb[:, 16:] = (128, 128, 128)
+    got = colour_grid([rgb], (4, 4), 1)[0].numpy()
+    scale = np.array([100.0, 128.0, 128.0])
+    red = skimage.color.rgb2lab(np.array([[[200, 40, 40]]], np.float64) / 255.0)[0, 0] / scale
+    grey = skimage.color.rgb2lab(np.array([[[128, 128, 128]]], np.float64) / 255.0)[0, 0] / scale
+    np.testing.assert_allclose(got[:, :, :2].reshape(3, -1).T, np.tile(red, (8, 1)), atol=3e-3)
+    np.testing.assert_allclose(got[:, :, 2:].reshape(3, -1).T, np.tile(grey, (8, 1)), atol=3e-3)
+    # p = 3: a cell next to the edge averages its existing neighbours (eq. 3's aggregation)
+    agg = colour_grid([rgb], (4, 4), 3)[0].numpy()
+    np.testing.assert_allclose(agg[:, 0, 1], (2 * red + grey) / 3 * 1.0, atol=3e-3)

@@ -329,7 +329,7 @@ class PatchCoreDetector(Detector):
         for i, im in enumerate(imgs):
             others = grid_owner != i if len(imgs) > 1 else grid_owner >= 0
             if len(imgs) > 1:
-                allowed = owners != i
+                allowed = owners != i if mode == "global" else None  # local: local_i leaves shot i out
                 grids = plain[i]
             else:  # a single shot: compare it with a shifted, relit copy of itself
                 allowed = None

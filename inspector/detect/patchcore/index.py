@@ -125,10 +125,10 @@ def probe_nearest(query: torch.Tensor, grouped: torch.Tensor, index: ListIndex, 
     best, which = pair_val.view(n, probes).min(1)
     best_row = pair_row.view(n, probes).gather(1, which[:, None])[:, 0]
     lost = torch.isinf(best).nonzero().squeeze(1)
+    dist = (best + (query * query).sum(1)).clamp_min_(0).sqrt_()
     if lost.numel():  # every probed row excluded: exact search over the allowed rows
         keep = allowed.nonzero().squeeze(1) if allowed is not None else torch.arange(grouped.shape[0])
         d, i = nearest(query[lost], grouped[keep], 1)
-        best[lost] = d[:, 0] ** 2 - (query[lost] * query[lost]).sum(1)
+        dist[lost] = d[:, 0]
         best_row[lost] = keep[i[:, 0]]
-    best = best + (query * query).sum(1)
-    return best.clamp_min_(0).sqrt_(), best_row
+    return dist, best_row

@@ -101,6 +101,32 @@ def test_hub_wrapper_uses_the_store_and_timm_normalisation(store: ModelStore) ->
     assert [tuple(f.shape[1:]) for f in feats] == [(24, 32, 32), (40, 16, 16), (112, 8, 8)]
 
 
+
+def test_truncated_forward_equals_the_full_trunk_and_skips_the_late_stages(store: ModelStore) -> None:
+    bb = BackboneModel.from_store(store, "efficientnet_lite0", torch.device("cpu"), torch.float32)
+    x = bb.preprocess(skimage_data.coffee(), 128)
+    ran: list[str] = []
+    hooks = [bb.model.get_submodule(f"blocks.{i}").register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+             for i in range(len(bb.model.blocks))]
+    with torch.no_grad():
+        full = bb.model(x)
+        ran.clear()
+        early = bb.forward(x, [0, 1])
+        stopped = list(ran)
+        ran.clear()
+        second = bb.forward(x, [1])
+        everything = bb.forward(x)
+    for h in hooks:
+        h.remove()
+    for got, want in zip(early, full[:2], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(second[0], full[1], rtol=0, atol=0)
+    assert len(everything) == 3
+    torch.testing.assert_close(everything[2], full[2], rtol=0, atol=0)
+    assert stopped == [0, 1, 2]  # stride 8 comes out of blocks.2: blocks 3..6 never ran
+    with pytest.raises(ValueError, match="levels"):
+        bb.forward(x, [3])
+
 def test_packaged_file_is_checked_like_any_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pkg = tmp_path / "site" / "fake_weights_pkg"
     (pkg / "models").mkdir(parents=True)

@@ -10,7 +10,14 @@ import torch
 
 from inspector.detect.patchcore.detector import augmentations, image_score, transform, wants_tiles
 from inspector.detect.patchcore.features import aggregate, embed, to_patches
-from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
+from inspector.detect.patchcore.memory import (
+    greedy_coreset,
+    local_nearest,
+    mutual_scores,
+    nearest,
+    proportional_shares,
+    reweight,
+)
 from inspector.detect.patchcore.tiling import Stitcher, blend_window, tile_grid, tile_starts
 from inspector.params.patchcore import PatchCoreParams
 
@@ -92,6 +99,31 @@ def test_greedy_coreset_is_exact_k_centre_when_rounds_allow() -> None:
     got = greedy_coreset(torch.from_numpy(x).float(), n, proj_dims=64, max_rounds=1024, seed=5).tolist()
     first = int(torch.randint(400, (1,), generator=torch.Generator().manual_seed(5)))
     assert got == naive_greedy(x, n, first)
+
+
+def test_partitioned_coreset_is_greedy_within_each_random_part() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((250, 5))
+    n, part, seed = 30, 100, 2
+    got = greedy_coreset(torch.from_numpy(x).float(), n, proj_dims=64, max_rounds=1024, seed=seed,
+                         part_size=part).tolist()
+    # the same random split (3 parts of 84, 83, 83 rows), shares 10/10/10 of 30, greedy in each part
+    perm = torch.randperm(250, generator=torch.Generator().manual_seed(seed)).numpy()
+    parts = [perm[:84], perm[84:167], perm[167:]]
+    want: list[int] = []
+    for i, rows in enumerate(parts):
+        first = int(torch.randint(len(rows), (1,), generator=torch.Generator().manual_seed(seed + 1 + i)))
+        want += [int(rows[j]) for j in naive_greedy(x[rows], 10, first)]
+    assert got == want
+    assert len(set(got)) == n
+
+
+def test_proportional_shares_sum_to_n_by_largest_remainder() -> None:
+    assert proportional_shares(30, [84, 83, 83]) == [10, 10, 10]
+    assert proportional_shares(10, [5, 3, 2]) == [5, 3, 2]
+    assert proportional_shares(7, [1, 1, 1]) == [3, 2, 2]  # 7/3 each: the one remainder goes to the first
+    assert proportional_shares(5, [10, 30]) == [1, 4]  # exact 1.25 / 3.75: the larger remainder (0.75) wins
+    assert proportional_shares(0, [4, 4]) == [0, 0]
 
 
 def test_greedy_coreset_covers_every_cluster() -> None:

@@ -45,7 +45,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("scratch", "crack", "rust", "chipped edge", "other"),
         ("scratch", "crack", "rust", "chipped edge"),
         {"alignment": "rigid", "memory": "local", "max_rotation_deg": 20.0, "calibration_margin": 1.0},
-        {"memory": "local", "pose_jitter_deg": 20.0, "calibration_margin": 1.0},  # parts lie turned by up to ±20°
+        {"memory": "local", "calibration_margin": 1.0},  # auto: aligned (rigid, ±20°) and its background masked
     ),
     "pcb": DemoCategory(
         "pcb", "circuit board", "Small populated circuit board (assembly of parts).",
@@ -53,7 +53,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         ("missing part", "solder bridge", "scratch", "contamination", "other"),
         ("missing component", "solder bridge", "scratch", "contamination"),
         {"alignment": "rigid", "memory": "local", "max_rotation_deg": 6.0, "calibration_margin": 1.4},
-        {"memory": "local", "calibration_margin": 1.15},
+        {"memory": "local", "colour_weight": 4.0, "calibration_margin": 1.17},  # contamination is a colour change
     ),
 }
 

@@ -65,9 +65,36 @@ class PatchCoreParams(Params):
         "image AUROC 0.875 -> 0.963); 0 = off",
     )
     pose_jitter_steps: int = Field(2, ge=1, le=8, description="local memory: turned copies per side of pose_jitter_deg")
-    local_radius: int = Field(
-        3, ge=0, le=16, description="local memory: cells (of the feature grid) searched around the same place",
+    alignment: Literal["auto", "none", "translation", "rigid"] = Field(
+        "auto",
+        description="local memory: every image and reference is first registered to the first reference "
+        "(phase correlation, rotation search, ECC; the map is drawn back in the image's own frame); "
+        "auto: rigid when every reference shows one whole part on a clean background (see background), else "
+        "none (measured, 4 shots: demo washer image AUROC 0.875 -> 0.938 at local_radius 1; the ball screw, "
+        "whose periodic thread misleads registration, 0.806 -> 0.768)",
     )
+    max_rotation_deg: float = Field(20.0, ge=0, le=180, description="rigid alignment searches ± this angle")
+    background: Literal["auto", "keep", "mask"] = Field(
+        "auto",
+        description="local memory: mask (score only where the references show the part, grown by "
+        "background_margin_px) or keep the background; auto masks when every reference shows one whole part on "
+        "a background that separates cleanly (Otsu separability >= background_separability) and keeps it "
+        "otherwise (boards, webs, parts that fill the frame); defects off the part are then not reported "
+        "(measured on the demo washer with rigid alignment: image AUROC 0.938 -> 1.0)",
+    )
+    background_separability: float = Field(
+        0.8, ge=0, le=1, description="background auto: Otsu's η the part/background split must reach",
+    )
+    background_margin_px: int = Field(
+        12, ge=0, le=256, description="px at input size by which the part's mask is grown (chipped outlines count)",
+    )
+    local_radius: int | None = Field(
+        None, ge=0, le=16,
+        description="local memory: cells (of the feature grid) searched around the same place; empty (auto): 1 "
+        "when the images are aligned, 3 otherwise (measured on the demo washer, aligned: image AUROC 1.0 at 1, "
+        "0.981 at 3)",
+    )
+
     max_bank: int = Field(
         16384, ge=256, le=1_000_000,
         description="memory-bank patches kept; a larger bank is thinned by greedy coreset subsampling",
@@ -81,6 +108,12 @@ class PatchCoreParams(Params):
     coreset_candidates: int = Field(
         4, ge=1, le=64, description="coreset: choose among this many times max_bank patches drawn at random "
         "(bounds prepare time for large banks)",
+    )
+    coreset_part_size: int = Field(
+        8192, ge=256, le=1_000_000,
+        description="coreset: the candidates are split at random into parts of at most this many patches, each "
+        "giving its share of the bank (a composable coreset; the cost falls with the number of parts; measured "
+        "on 65k fabric patches: parts of 8192 keep the covering radius within 2 % of one greedy pass, 9x faster)",
     )
     search: Literal["ivf", "exact"] = Field(
         "ivf",
@@ -137,6 +170,12 @@ class PatchCoreParams(Params):
         if sorted(set(self.layers)) != self.layers or not all(1 <= i <= 3 for i in self.layers):
             raise ValueError(f"layers must be increasing stage numbers among 1, 2, 3, got {self.layers}")
         return self
+
+    def radius(self, aligned: bool) -> int:
+        """The positional search radius in cells (``local_radius``, or its automatic value)."""
+        if self.local_radius is not None:
+            return self.local_radius
+        return 1 if aligned else 3
 
     @property
     def feature_stride(self) -> int:

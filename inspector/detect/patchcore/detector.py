@@ -50,10 +50,12 @@ from inspector.cache import ArrayCache, cache_key
 from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
 from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
 from inspector.detect.patchcore.features import colour_grid, embed, to_patches
+from inspector.detect.patchcore.foreground import object_mask
 from inspector.detect.patchcore.index import ListIndex, build_index, probe_nearest
 from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
 from inspector.detect.patchcore.tiling import Stitcher, tile_grid
 from inspector.detect.variation import structure_share, to_lab
+from inspector.detect.variation.alignment import ALIGN_SIZE, align_image, estimate_pose, scale_pose
 from inspector.imaging import read_image
 from inspector.models.device import inference_autocast
 
@@ -65,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 3
+ALGORITHM_VERSION = 4
 CACHE_NAMESPACE = "patchcore"
 _FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "calibration_statistic", "image_score", "top_fraction",
                   "zero_shot_ratio")
@@ -118,6 +120,28 @@ def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
+def image_pose(image: np.ndarray, master_edges: np.ndarray, mode: str, max_rotation_deg: float) -> np.ndarray:
+    """2×3 affine taking an input-size square image's pixels to the first reference's (variation's registration)."""
+    pose = estimate_pose(align_image(image.astype(np.float32) / 255.0), master_edges, mode, max_rotation_deg)
+    return scale_pose(pose, image.shape[0] / ALIGN_SIZE)
+
+
+def to_frame(image: np.ndarray, pose: np.ndarray, master: np.ndarray) -> np.ndarray:
+    """The image warped into the first reference's frame; what it does not show is taken from that reference."""
+    size = (image.shape[1], image.shape[0])
+    warped = cv2.warpAffine(image, pose, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    cover = cv2.warpAffine(np.ones(image.shape[:2], np.float32), pose, size, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)[..., None]
+    return np.clip(warped * cover + master * (1.0 - cover) + 0.5, 0, 255).astype(np.uint8)
+
+
+def from_frame(amap: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """A map drawn in the first reference's frame, back in the image's own frame (0 where the reference saw nothing)."""
+    size = (amap.shape[1], amap.shape[0])
+    inverse = cv2.invertAffineTransform(pose)
+    return cv2.warpAffine(amap, inverse, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
 def image_score(smoothed: np.ndarray, how: str, top_fraction: float) -> float:
     """The image's score from its smoothed raw map: the maximum, or the mean of the top cells."""
     if how == "max":
@@ -162,6 +186,8 @@ class PatchCoreDetector(Detector):
         self.augment: str = "none"
         self.mode: str = "global"
         self.grids: torch.Tensor | None = None  # local memory: (K, D, h, w) reference grids
+        self.alignment: str = "none"  # local memory: how images are registered to the first reference
+        self.cells: torch.Tensor | None = None  # local memory, background masked: (h, w) cells on the part
         self.index: ListIndex | None = None  # global memory, search "ivf": the bank's k-means lists
         self.state: dict[str, np.ndarray] = {}
         self.cache_hit = False
@@ -192,9 +218,8 @@ class PatchCoreDetector(Detector):
         # so the CPU runs it in fp32 whatever the hub's precision; CUDA uses the hub's (fp16)
         dtype = bb.dtype if bb.device.type == "cuda" else torch.float32
         with inference_autocast(bb.device, dtype):
-            feats = bb.model(x)
-        bb.calls += 1
-        chosen = [feats[i - 1].float() for i in p.layers]
+            feats = bb.forward(x, [i - 1 for i in p.layers])
+        chosen = [f.float() for f in feats]
         grid = embed(chosen, p.patch_neighbourhood, p.feature_norm == "layer_l2").cpu()
         if p.colour_weight > 0:
             grid = torch.cat([grid, p.colour_weight * colour_grid(images, grid.shape[-2:], p.patch_neighbourhood)], 1)
@@ -284,6 +309,24 @@ class PatchCoreDetector(Detector):
         log.info("patchcore: %d references, structure share %.2f -> %s, %s memory, augment %s",
                  len(imgs), share, "texture" if texture else "object", mode, augment)
         self.mode = mode
+        base = [fit_square(im, p.input_size) for im in imgs]
+        # one whole part lying on a clean background in every shot: its pose varies, its background is no part
+        whole = mode == "local" and object_mask(base, p.background_separability, 0) is not None
+        alignment = "none" if mode != "local" else (("rigid" if whole else "none") if p.alignment == "auto"
+                                                     else p.alignment)
+        master = master_edges = np.zeros((0,), np.float32)
+        if alignment != "none":  # every reference in the first one's frame, at input size
+            master, master_edges = base[0], align_image(base[0].astype(np.float32) / 255.0)
+            imgs = [base[0]] + [to_frame(im, image_pose(im, master_edges, alignment, p.max_rotation_deg), master)
+                                for im in base[1:]]
+        self.alignment = alignment
+        mask = None
+        if mode == "local" and (p.background == "mask" or (p.background == "auto" and whole)):
+            mask = object_mask([fit_square(im, p.input_size) for im in imgs], p.background_separability,
+                               p.background_margin_px)
+            if mask is None and p.background == "mask":
+                log.warning("patchcore: background 'mask', but the references show no part that separates "
+                            "cleanly from its background; nothing is masked")
         copies = augmentations(augment)
         per_ref: list[torch.Tensor] = []  # patches of each reference (all its copies)
         plain: list[list[torch.Tensor]] = []  # grids of each unaugmented reference (for leave-one-out)
@@ -310,7 +353,7 @@ class PatchCoreDetector(Detector):
         report(0.62, f"memory bank: {allp.shape[0]} patches")
         if mode == "global" and allp.shape[0] > p.max_bank:
             keep = greedy_coreset(allp, p.max_bank, p.coreset_dims, max_rounds=p.coreset_rounds,
-                                  candidates=p.coreset_candidates * p.max_bank)
+                                  candidates=p.coreset_candidates * p.max_bank, part_size=p.coreset_part_size)
             allp, owners = allp[keep], owners[keep]
             report(0.75, f"coreset: kept {p.max_bank} patches")
         built = self._index_for(allp) if mode == "global" else None
@@ -319,6 +362,11 @@ class PatchCoreDetector(Detector):
             order, index = built
             allp, owners = allp[order], owners[order]
         ref_grids, grid_owner = None, torch.zeros(0, dtype=torch.long)
+        cells = None
+        if mask is not None:  # grid cells that touch the part
+            gh, gw = plain[0][0].shape[-2:]
+            cells = torch.from_numpy(cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA) > 0)
+        self.cells = cells
         if mode == "local":  # each reference at its own pose, plus the turned copies pose_jitter_deg names
             angles = pose_angles(p.pose_jitter_deg, p.pose_jitter_steps)
             stack = [plain[i][0] if a == 0 else self._embed_image(rotate(im, a))[0]
@@ -353,6 +401,10 @@ class PatchCoreDetector(Detector):
             "loo_weights": np.asarray(loo_weights, np.float32),
             "texture": np.array(texture),
             "augment": np.array(augment),
+            "alignment": np.array(alignment),
+            "master": np.asarray(master),
+            "master_edges": np.asarray(master_edges, np.float32),
+            "cells": cells.numpy() if cells is not None else np.zeros((0,), bool),
             "structure_share": np.array(share, np.float32),
         }
 
@@ -363,6 +415,8 @@ class PatchCoreDetector(Detector):
         self.mode = str(arrays["mode"])
         self.grids = torch.from_numpy(np.ascontiguousarray(arrays["grids"])) if self.mode == "local" else None
         self.augment = str(arrays["augment"])
+        self.alignment = str(arrays["alignment"])
+        self.cells = torch.from_numpy(np.asarray(arrays["cells"], bool)) if arrays["cells"].size else None
         cents = arrays["ivf_centroids"]
         self.index = (ListIndex(torch.from_numpy(np.ascontiguousarray(cents, dtype=np.float32)),
                                 torch.from_numpy(np.asarray(arrays["ivf_offsets"], dtype=np.int64)))
@@ -404,7 +458,9 @@ class PatchCoreDetector(Detector):
             d, h, w = g.shape
             q = to_patches(g[None])
             if local is not None:
-                ldist, lidx = local_nearest(g, local, p.local_radius)
+                ldist, lidx = local_nearest(g, local, p.radius(self.alignment != "none"))
+                if self.cells is not None:  # the background is not scored
+                    ldist = ldist * self.cells
                 dist, idx = ldist.reshape(-1), lidx.reshape(-1, 1)
                 support = local.permute(0, 2, 3, 1).reshape(-1, d)  # (K·h·w, D), the order of lidx
             elif index is not None:
@@ -441,6 +497,13 @@ class PatchCoreDetector(Detector):
         if self.backbone is None:
             raise RuntimeError("PatchCoreDetector.analyse called before prepare()")
         timer = StageTimer()
+        pose = None
+        if self.alignment != "none" and self.bank is not None:
+            with timer("align"):
+                p = self.params
+                image = fit_square(image, p.input_size)
+                pose = image_pose(image, self.state["master_edges"], self.alignment, p.max_rotation_deg)
+                image = to_frame(image, pose, self.state["master"])
         with timer("features"):
             grids = self._embed_image(image)
         with timer("search"):
@@ -449,6 +512,8 @@ class PatchCoreDetector(Detector):
                 scale = None
             else:
                 raw, weight, scale = self._zero_shot(grids, image.shape)
+        if pose is not None:
+            raw = from_frame(raw, pose)
         return PatchCoreAnalysis(raw_map=raw.astype(np.float32), weight=weight, zero_shot_scale=scale,
                                  timings=timer.timings)
 
@@ -484,6 +549,7 @@ class PatchCoreDetector(Detector):
             timings=dict(analysis.timings),
             extras={"raw_threshold": threshold, "zero_shot": analysis.zero_shot_scale is not None,
                     "texture": self.texture, "augment": self.augment, "memory": self.mode, "reweight": analysis.weight,
+                    "alignment": self.alignment, "background_masked": self.cells is not None,
                     "state_sha256": self.state_sha256},
         )
 
@@ -516,6 +582,8 @@ def describe(det: PatchCoreDetector) -> dict[str, Any]:
         "texture": det.texture,
         "augment": det.augment,
         "memory": det.mode,
+        "alignment": det.alignment,
+        "background_masked": det.cells is not None,
         "bank_patches": 0 if det.bank is None else int(det.bank.shape[0]),
         "bank_mb": 0.0 if det.bank is None else det.bank.numel() * 4 / 1e6,
         "raw_threshold": det.threshold,

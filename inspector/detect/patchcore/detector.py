@@ -15,6 +15,10 @@ to a handful of reference shots:
    a k-means inverted file over the bank (``search: ivf``; ``index.py``), or, for fixed assemblies
    (``memory: local``), among the reference patches near the same place; the image
    score takes PatchCore's reweighting (eq. 7); the map is upsampled and Gaussian-smoothed (σ=4).
+   When every reference shows one whole part lying on a clean background (``foreground.py``), the
+   positional memory works in the first reference's frame: each image is registered to it
+   (variation's registration), compared within 1 cell, scored only on the part, and its map is
+   drawn back in the image's own frame (``alignment``, ``background``).
 4. **0-shot** — with no reference shot, each patch is scored against the other patches of the
    same image (outside a small window): the mutual scoring of FADE's 0-shot vision memory and MuSc.
 5. **Large images** — tiled at native resolution (``tile_size`` px tiles with overlap, each tile

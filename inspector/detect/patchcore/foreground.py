@@ -31,27 +31,22 @@ def border_contrast(rgb: np.ndarray) -> np.ndarray:
     return np.linalg.norm(lab - np.median(frame, axis=0), axis=2).astype(np.float32)
 
 
-def otsu_split(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
-    """Otsu's threshold of ``values`` and its separability η = σ²_B / σ²_T in [0, 1].
-
-    Computed on a ``bins``-bin histogram over [min, max]; the threshold is the upper edge of the
-    last bin of the lower class. Constant input: (that value, 0)."""
+def otsu_split(values: np.ndarray) -> tuple[float, float]:
+    """Otsu's threshold of ``values`` (OpenCV's, on the values scaled to 0–255) and its separability
+    η = σ²_B / σ²_T in [0, 1], from the raw values of the two classes. Constant input: (that value, 0)."""
     v = np.asarray(values, np.float64).ravel()
     lo, hi = float(v.min()), float(v.max())
     if hi <= lo:
         return lo, 0.0
-    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    p = hist / hist.sum()
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)  # share of the lower class when split after each bin
-    mu = np.cumsum(p * centres)
-    mu_t = mu[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))  # Otsu's σ²_B(k)
-    between[~np.isfinite(between)] = 0.0
-    k = int(np.argmax(between))
-    total = float((p * (centres - mu_t) ** 2).sum())
-    return float(edges[k + 1]), float(between[k] / total) if total > 0 else 0.0
+    levels = np.round((v - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    level, _ = cv2.threshold(levels.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    upper = levels > level
+    threshold = lo + (level + 0.5) / 255.0 * (hi - lo)  # between the last lower and the first upper level
+    w1 = float(upper.mean())
+    if w1 in (0.0, 1.0):
+        return threshold, 0.0
+    between = w1 * (1.0 - w1) * (float(v[upper].mean()) - float(v[~upper].mean())) ** 2
+    return threshold, between / float(v.var())
 
 
 def border_frame(mask: np.ndarray) -> np.ndarray:

@@ -170,6 +170,14 @@ def test_planted_stain_lights_up_and_fails_while_good_texture_passes(tmp_path: P
 
     assert roc_auc_score(mask.ravel(), d_bad.anomaly_map.ravel()) > 0.95  # the map separates the stain
     assert d_bad.regions and d_bad.regions[0].mask[peak]
+    # the map is on the verdict's scale: its maximum is the image score (eq. 7 factor included), so a
+    # PASSing part shows no region at the PASS/FAIL cut
+    a = det.analyse(good)
+    smooth = gaussian_smooth(a.raw_map, prof.patchcore.smoothing_sigma)
+    assert a.weight < 1.0
+    assert d_good.image_score == pytest.approx(float(smooth.max()) * a.weight / (2 * det.threshold), rel=1e-5)
+    assert float(d_good.anomaly_map.max()) == pytest.approx(d_good.image_score, rel=2e-2)
+    assert not [r for r in d_good.regions if r.score >= 0.5]
 
 
 def test_zero_shot_mode_finds_the_odd_patch_without_references(tmp_path: Path, hub: ModelHub) -> None:
@@ -244,3 +252,21 @@ def test_inspector_eval_with_patchcore_reports_metrics_of_its_own_scores(tmp_pat
     scores = [float(r["score"]) for r in rows]
     assert metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, scores))
     assert metrics["image_auroc"] == 1.0  # a red stain on grey gravel is not subtle
+
+
+def test_inspector_eval_shots_0_runs_the_zero_shot_mode(tmp_path: Path) -> None:
+    from inspector.cli import main
+
+    root = tmp_path / "ds" / "brick"
+    write_png(root / "train" / "good" / "000.png", texture("brick", 0, 0))
+    write_png(root / "test" / "good" / "000.png", texture("brick", 200, 200))
+    img, mask = plant(texture("brick", 250, 100), 60, 60)
+    write_png(root / "test" / "stain" / "000.png", img)
+    write_png(root / "ground_truth" / "stain" / "000_mask.png", mask.astype(np.uint8) * 255)
+    out = tmp_path / "out"
+    assert main(["eval", "--dataset", str(root), "--pipeline", "patchcore", "--shots", "0", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["shots"] == []
+    rows = {r["defect"]: float(r["score"]) for r in csv.DictReader((out / "scores.csv").open())}
+    assert len(rows) == 2 and rows["stain"] > rows["good"]  # every test image scored, against itself only

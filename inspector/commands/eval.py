@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--pipeline", help="evaluate a pipeline with a default profile (patchcore, variation, fade, saa, clipsam)")
     p.add_argument("--object", default=None, help="object name for --pipeline prompts (default: the category name)")
     p.add_argument("--shots", type=int, default=None, metavar="K",
-                   help="draw K reference shots from the dataset's good training images")
+                   help="draw K reference shots from the dataset's good training images (0: none, the "
+                        "pipeline's 0-shot mode, also for a profile that has shots)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference-shot draw (default 0)")
     p.add_argument("--eval-size", type=int, default=None, metavar="PX",
                    help="square resolution of pixel metrics and saved maps (default: the pipeline's published "
@@ -149,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--eval-size must be at least 8 px, got {args.eval_size}")
     try:
         dataset = load_dataset(args.dataset, args.layout)
-        shots, test_set = (None, dataset) if args.shots is None else dataset.draw_shots(args.shots, args.seed)
+        if args.shots == 0:  # no reference shots, whatever the profile has: the pipeline's 0-shot mode
+            shots, test_set = [], dataset
+        else:
+            shots, test_set = (None, dataset) if args.shots is None else dataset.draw_shots(args.shots, args.seed)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
     out = ensure_writable_dir(Path(args.out))

@@ -91,6 +91,7 @@ HINTS = {
     "prompts.anomalous_states": "one state word per line",
     "image_scales": "pixels, comma separated (e.g. 240, 448, 896)",
     "decision.pixel_threshold": "empty: same as the image threshold",
+    "patchcore.local_radius": "empty: auto (1 cell when aligned, 3 otherwise)",
     "reason_codes": "one reason per line",
 }
 

@@ -937,3 +937,11 @@ def test_records_database_down_at_start_decisions_go_to_the_journal(qtbot, stati
     journal = [json.loads(line)["record"] for line in (tmp_path / "j.journal").read_text().splitlines()]
     assert [(r["kind"], Path(r["image_path"]).name) for r in journal] == [("decision", "000_good.png")]  # durable
     win.close()
+
+
+def test_status_bar_timing_puts_the_total_first() -> None:
+    from inspector.ui.main_window import format_timings
+
+    assert format_timings({"align": 0.0604, "features": 0.0896, "finish": 0.002}, 0.185) == \
+        "185 ms: align 60 · features 90 · finish 2"
+    assert format_timings({}, 0.0123) == "12 ms"

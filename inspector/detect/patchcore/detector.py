@@ -541,7 +541,9 @@ class PatchCoreDetector(Detector):
             threshold = p.zero_shot_ratio * analysis.zero_shot_scale
         else:
             threshold = self.threshold
-        norm = normalise_map(smooth, 0.0, 2.0 * threshold)
+        # the map carries the eq. 7 factor too, so that its regions and labels agree with the verdict
+        # (a part that PASSes shows no region above the image threshold)
+        norm = normalise_map(smooth * analysis.weight, 0.0, 2.0 * threshold)
         score = min(1.0, image_score(smooth, p.image_score, p.top_fraction) * analysis.weight / (2.0 * threshold))
         amap = resize_map(norm, image.shape[:2])
         assert self.profile is not None

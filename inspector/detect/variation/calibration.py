@@ -16,7 +16,7 @@ def seam_confidence(cover: np.ndarray, margin: float) -> np.ndarray:
     inside = (cover > 0.5).astype(np.uint8)
     if inside.all() or margin <= 0:
         return inside.astype(np.float32)
-    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return np.clip(dist / margin, 0.0, 1.0).astype(np.float32)
 
 

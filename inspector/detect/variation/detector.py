@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 
 CACHE_NAMESPACE = "variation"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.detect.patchcore.detector import augmentations, image_score, transform, wants_tiles
+from inspector.detect.patchcore.detector import augmentations, image_score, saturate, transform, wants_tiles
 from inspector.detect.patchcore.features import aggregate, embed, to_patches
 from inspector.detect.patchcore.memory import (
     greedy_coreset,
@@ -271,3 +271,13 @@ def test_colour_grid_of_a_flat_colour_is_its_scaled_lab() -> None:
     # p = 3: a cell next to the edge averages its existing neighbours (eq. 3's aggregation)
     agg = colour_grid([rgb], (4, 4), 3)[0].numpy()
     np.testing.assert_allclose(agg[:, 0, 1], (2 * red + grey) / 3 * 1.0, atol=3e-3)
+
+
+def test_saturate_is_linear_to_the_cut_then_keeps_order_below_one() -> None:
+    assert saturate(0.0) == 0.0 and saturate(0.25) == 0.25 and saturate(0.5) == 0.5
+    assert saturate(1.0) == pytest.approx(1 - 0.5 * math.exp(-1))  # 0.8161
+    assert saturate(3.0) == pytest.approx(1 - 0.5 * math.exp(-5))
+    xs = [0.5, 0.5001, 0.7, 1.0, 2.0, 10.0]
+    ys = [saturate(x) for x in xs]
+    assert all(a < b for a, b in zip(ys, ys[1:], strict=False)) and ys[-1] < 1.0
+    assert (saturate(0.5 + 1e-6) - 0.5) / 1e-6 == pytest.approx(1.0, rel=1e-3)  # slope 1 at the cut

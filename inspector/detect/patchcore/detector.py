@@ -43,6 +43,7 @@ score, 0-shot ratio) only rescale and are retuned without it.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +154,16 @@ def image_score(smoothed: np.ndarray, how: str, top_fraction: float) -> float:
     flat = np.sort(smoothed.ravel())
     n = max(1, int(round(top_fraction * flat.size)))
     return float(flat[-n:].mean())
+
+
+def saturate(x: float) -> float:
+    """The image score from the calibrated ratio ``x = s / 2T``: ``x`` up to the cut (0.5, i.e. s = T),
+    then ``1 − 0.5·exp(−(x − 0.5) / 0.5)``. Continuous with slope 1 at the cut and below 1 for every x,
+    so parts above the cut keep their order (a hard clip at 1 would tie them, and a scale set too low
+    by a single reference shot would tie every part)."""
+    if x <= 0.5:
+        return x
+    return 1.0 - 0.5 * math.exp(-(x - 0.5) / 0.5)
 
 
 def wants_tiles(shape: tuple[int, ...], p: PatchCoreParams) -> bool:
@@ -544,7 +555,7 @@ class PatchCoreDetector(Detector):
         # the map carries the eq. 7 factor too, so that its regions and labels agree with the verdict
         # (a part that PASSes shows no region above the image threshold)
         norm = normalise_map(smooth * analysis.weight, 0.0, 2.0 * threshold)
-        score = min(1.0, image_score(smooth, p.image_score, p.top_fraction) * analysis.weight / (2.0 * threshold))
+        score = saturate(image_score(smooth, p.image_score, p.top_fraction) * analysis.weight / (2.0 * threshold))
         amap = resize_map(norm, image.shape[:2])
         assert self.profile is not None
         regions = regions_from_map(amap, self.profile.decision.region_threshold, 1)

@@ -102,6 +102,9 @@ def main(argv: list[str]) -> int:
     win._request_more()
     win._show_current(auto_skip=False)
     pump(current_ready)
+    # the worker inspects ahead of the operator: let it go idle so the status bar and the progress
+    # bar show the station at rest ("queue 0"), not in the middle of the next part
+    pump(lambda: not win.worker.is_busy() and win.queue == 0)
     win.view.ref_check.setChecked(True)
     settle(app)
     grab(app, win, OUT / f"operator{suffix}.png")
@@ -115,7 +118,9 @@ def main(argv: list[str]) -> int:
     win.records_view.refresh()
     settle(app)
     grab(app, win, OUT / f"records{suffix}.png")
-    print(f"{width}x{height}: verdict shown {win.review.current().inspection.verdict}; window "
+    shown = win.review.current().inspection
+    print(f"{width}x{height}: {FAIL_IMAGE} shown with verdict {shown.verdict}, score {shown.image_score:.3f}, "
+          f"pipeline {shown.pipeline}, {len(shown.regions)} region(s); window "
           f"{win.width()}x{win.height()}; wrote operator{suffix}.png, keys{suffix}.png and records{suffix}.png")
     win.close()
     return 0

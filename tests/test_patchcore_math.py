@@ -281,3 +281,5 @@ def test_saturate_is_linear_to_the_cut_then_keeps_order_below_one() -> None:
     ys = [saturate(x) for x in xs]
     assert all(a < b for a, b in zip(ys, ys[1:], strict=False)) and ys[-1] < 1.0
     assert (saturate(0.5 + 1e-6) - 0.5) / 1e-6 == pytest.approx(1.0, rel=1e-3)  # slope 1 at the cut
+    grid = saturate(np.array([[0.1, 0.5], [1.0, 3.0]]))  # maps: the same function, cell by cell
+    np.testing.assert_allclose(grid, [[0.1, 0.5], [1 - 0.5 * math.exp(-1), 1 - 0.5 * math.exp(-5)]], rtol=1e-6)

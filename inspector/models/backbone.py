@@ -168,9 +168,7 @@ class BackboneModel:
         if not wanted or wanted[0] < 0 or wanted[-1] >= len(names):
             raise ValueError(f"backbone {self.key!r}: levels {levels} outside 0..{len(names) - 1}")
         self.calls += 1
-        if wanted[-1] == len(names) - 1:
-            feats = self.model(x)
-            return [feats[i] for i in wanted]
+        # even the deepest out index is not the trunk's end: timm's EfficientNet trunk runs all 7 stages
         got: dict[int, torch.Tensor] = {}
 
         def keep(i: int) -> Any:

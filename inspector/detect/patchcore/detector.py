@@ -53,7 +53,7 @@ import torch
 
 from inspector.cache import ArrayCache, cache_key
 from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
-from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
+from inspector.detect.maps import gaussian_smooth, regions_from_map, resize_map
 from inspector.detect.patchcore.features import colour_grid, embed, to_patches
 from inspector.detect.patchcore.foreground import object_mask
 from inspector.detect.patchcore.index import ListIndex, build_index, probe_nearest
@@ -156,14 +156,15 @@ def image_score(smoothed: np.ndarray, how: str, top_fraction: float) -> float:
     return float(flat[-n:].mean())
 
 
-def saturate(x: float) -> float:
-    """The image score from the calibrated ratio ``x = s / 2T``: ``x`` up to the cut (0.5, i.e. s = T),
-    then ``1 − 0.5·exp(−(x − 0.5) / 0.5)``. Continuous with slope 1 at the cut and below 1 for every x,
-    so parts above the cut keep their order (a hard clip at 1 would tie them, and a scale set too low
-    by a single reference shot would tie every part)."""
-    if x <= 0.5:
-        return x
-    return 1.0 - 0.5 * math.exp(-(x - 0.5) / 0.5)
+def saturate(x: np.ndarray | float) -> np.ndarray | float:
+    """Scores (the image's, or each map cell's) from the calibrated ratio ``x = s / 2T ≥ 0``: ``x`` up
+    to the cut (0.5, i.e. s = T), then ``1 − 0.5·exp(−(x − 0.5) / 0.5)``. Continuous with slope 1 at
+    the cut and below 1 for every x, so parts and pixels above the cut keep their order (a hard clip
+    at 1 would tie them, and a scale set too low by a single reference shot would tie every part)."""
+    if np.isscalar(x):
+        return float(x) if x <= 0.5 else 1.0 - 0.5 * math.exp(-(float(x) - 0.5) / 0.5)
+    a = np.asarray(x, np.float32)
+    return np.where(a <= 0.5, a, 1.0 - 0.5 * np.exp(-(a - 0.5) / 0.5)).astype(np.float32)
 
 
 def wants_tiles(shape: tuple[int, ...], p: PatchCoreParams) -> bool:
@@ -554,7 +555,7 @@ class PatchCoreDetector(Detector):
             threshold = self.threshold
         # the map carries the eq. 7 factor too, so that its regions and labels agree with the verdict
         # (a part that PASSes shows no region above the image threshold)
-        norm = normalise_map(smooth * analysis.weight, 0.0, 2.0 * threshold)
+        norm = saturate(np.maximum(smooth * analysis.weight, 0.0) / (2.0 * threshold))
         score = saturate(image_score(smooth, p.image_score, p.top_fraction) * analysis.weight / (2.0 * threshold))
         amap = resize_map(norm, image.shape[:2])
         assert self.profile is not None

@@ -41,8 +41,15 @@ def test_first_admin_then_only_admins_create_accounts(tmp_path: Path) -> None:
     eve = store.create(root, "eve", "engineer", "5555")
     assert eve.can("engineer") and eve.can("reference_shots") and not eve.can("manage_users")
     assert not ann.can("engineer") and not ann.can("reference_shots") and ann.can("decide")
-    raw = (tmp_path / "users.json").read_text()
-    assert "1111" not in raw and "5555" not in raw  # only the scrypt keys are stored
+    # only the scrypt keys are stored: no other field, and each secret is scrypt$N$r$p$salt$key in hex (a
+    # plain search for "1111" in the file is flaky: 64 random hex digits contain it about once in 1000 files)
+    users = json.loads((tmp_path / "users.json").read_text())["users"]
+    for name, entry in users.items():
+        assert set(entry) == {"created", "created_by", "disabled", "role", "secret"}, name
+        kind, n, r, p, salt, key = entry["secret"].split("$")
+        assert (kind, n, r, p) == ("scrypt", "16384", "8", "1") and len(salt) == 32 and len(key) == 64
+        int(salt, 16), int(key, 16)
+    assert len({u["secret"] for u in users.values()}) == 3
     assert stat.S_IMODE((tmp_path / "users.json").stat().st_mode) == 0o600
     assert {u.name: u.role for u in store.users()} == {"ann": "operator", "eve": "engineer", "root": "admin"}
 

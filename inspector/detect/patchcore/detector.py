@@ -43,7 +43,6 @@ score, 0-shot ratio) only rescale and are retuned without it.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -161,10 +160,9 @@ def saturate(x: np.ndarray | float) -> np.ndarray | float:
     to the cut (0.5, i.e. s = T), then ``1 − 0.5·exp(−(x − 0.5) / 0.5)``. Continuous with slope 1 at
     the cut and below 1 for every x, so parts and pixels above the cut keep their order (a hard clip
     at 1 would tie them, and a scale set too low by a single reference shot would tie every part)."""
-    if np.isscalar(x):
-        return float(x) if x <= 0.5 else 1.0 - 0.5 * math.exp(-(float(x) - 0.5) / 0.5)
-    a = np.asarray(x, np.float32)
-    return np.where(a <= 0.5, a, 1.0 - 0.5 * np.exp(-(a - 0.5) / 0.5)).astype(np.float32)
+    a = np.asarray(x, np.float64)
+    out = np.where(a <= 0.5, a, 1.0 - 0.5 * np.exp(-(a - 0.5) / 0.5))
+    return float(out) if out.ndim == 0 else out.astype(np.float32)
 
 
 def wants_tiles(shape: tuple[int, ...], p: PatchCoreParams) -> bool:
@@ -333,13 +331,13 @@ class PatchCoreDetector(Detector):
         master = master_edges = np.zeros((0,), np.float32)
         if alignment != "none":  # every reference in the first one's frame, at input size
             master, master_edges = base[0], align_image(base[0].astype(np.float32) / 255.0)
-            imgs = [base[0]] + [to_frame(im, image_pose(im, master_edges, alignment, p.max_rotation_deg), master)
+            base = [base[0]] + [to_frame(im, image_pose(im, master_edges, alignment, p.max_rotation_deg), master)
                                 for im in base[1:]]
+            imgs = base
         self.alignment = alignment
         mask = None
         if mode == "local" and (p.background == "mask" or (p.background == "auto" and whole)):
-            mask = object_mask([fit_square(im, p.input_size) for im in imgs], p.background_separability,
-                               p.background_margin_px)
+            mask = object_mask(base, p.background_separability, p.background_margin_px)
             if mask is None and p.background == "mask":
                 log.warning("patchcore: background 'mask', but the references show no part that separates "
                             "cleanly from its background; nothing is masked")

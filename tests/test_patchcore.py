@@ -270,3 +270,36 @@ def test_inspector_eval_shots_0_runs_the_zero_shot_mode(tmp_path: Path) -> None:
     assert run["shots"] == []
     rows = {r["defect"]: float(r["score"]) for r in csv.DictReader((out / "scores.csv").open())}
     assert len(rows) == 2 and rows["stain"] > rows["good"]  # every test image scored, against itself only
+
+
+def test_memory_auto_is_positional_only_where_the_shots_agree_in_place(tmp_path: Path, hub: ModelHub) -> None:
+    """An object photographed at the same place (with sensor noise) keeps the positional memory; the
+    same object shifted from shot to shot gets PatchCore's memory anywhere (``local_agreement``)."""
+    from inspector.detect.patchcore.detector import describe
+    from inspector.detect.patchcore.memory import place_agreement
+
+    camera = skimage_data.camera()
+    rng = np.random.default_rng(0)
+
+    def shot(y: int, x: int) -> np.ndarray:
+        crop = camera[y:y + SIZE, x:x + SIZE].astype(np.float32) + rng.normal(0, 2, (SIZE, SIZE))
+        return np.repeat(np.clip(crop, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+    runs = {"fixed": [shot(60, 200) for _ in range(3)], "moving": [shot(60, 200), shot(100, 240), shot(30, 160)]}
+    found = {}
+    for name, refs in runs.items():
+        det = PatchCoreDetector()
+        det.prepare(make_profile(tmp_path / name, refs, augment="auto", memory="auto"), hub)
+        info = describe(det)
+        assert not info["texture"], f"{name}: the camera photo must count as an object"
+        # the recorded agreement is place_agreement of the references' own grids
+        grids = torch.stack([det._grid([r])[0] for r in refs])
+        expected = place_agreement(grids, det.params.radius(False))
+        assert info["place_agreement"] == pytest.approx(expected, rel=1e-4)
+        found[name] = (info["memory"], info["place_agreement"])
+    assert found["fixed"][0] == "local" and found["fixed"][1] <= 1.1, found
+    assert found["moving"][0] == "global" and found["moving"][1] > 1.1, found
+    # an explicit choice is never overridden
+    det = PatchCoreDetector()
+    det.prepare(make_profile(tmp_path / "forced", runs["moving"], memory="local"), hub)
+    assert describe(det)["memory"] == "local" and math.isnan(describe(det)["place_agreement"])

@@ -15,6 +15,7 @@ from inspector.detect.patchcore.memory import (
     local_nearest,
     mutual_scores,
     nearest,
+    place_agreement,
     proportional_shares,
     reweight,
 )
@@ -283,3 +284,58 @@ def test_saturate_is_linear_to_the_cut_then_keeps_order_below_one() -> None:
     assert (saturate(0.5 + 1e-6) - 0.5) / 1e-6 == pytest.approx(1.0, rel=1e-3)  # slope 1 at the cut
     grid = saturate(np.array([[0.1, 0.5], [1.0, 3.0]]))  # maps: the same function, cell by cell
     np.testing.assert_allclose(grid, [[0.1, 0.5], [1 - 0.5 * math.exp(-1), 1 - 0.5 * math.exp(-5)]], rtol=1e-6)
+
+
+def _naive_agreement(g: np.ndarray, radius: int, q: float, stride: int) -> float:
+    """place_agreement re-derived in float64 with loops (no subsampling of the other shots)."""
+    k, _, h, w = g.shape
+    loc, anyw = [], []
+    for i in range(k):
+        ld, gd = [], []
+        for y in range(0, h, stride):
+            for x in range(0, w, stride):
+                v = g[i, :, y, x]
+                near = [np.linalg.norm(v - g[j, :, yy, xx]) for j in range(k) if j != i
+                        for yy in range(max(0, y - radius), min(h, y + radius + 1))
+                        for xx in range(max(0, x - radius), min(w, x + radius + 1))]
+                far = [np.linalg.norm(v - g[j, :, yy, xx]) for j in range(k) if j != i
+                       for yy in range(h) for xx in range(w)]
+                ld.append(min(near))
+                gd.append(min(far))
+        loc.append(np.quantile(ld, q))
+        anyw.append(np.quantile(gd, q))
+    return float(np.median(loc) / np.median(anyw))
+
+
+def test_place_agreement_matches_a_naive_leave_one_out_rederivation() -> None:
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(3, 4, 7, 6))
+    got = place_agreement(torch.tensor(g, dtype=torch.float32), radius=1, quantile=0.75, stride=2)
+    assert got == pytest.approx(_naive_agreement(g, 1, 0.75, 2), rel=1e-5)
+    # an odd number of shots: the median is the middle shot's, not a mean of two
+    g5 = rng.normal(size=(5, 3, 5, 5))
+    got5 = place_agreement(torch.tensor(g5, dtype=torch.float32), radius=2, quantile=0.9, stride=1)
+    assert got5 == pytest.approx(_naive_agreement(g5, 2, 0.9, 1), rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        place_agreement(torch.zeros(1, 2, 3, 3), radius=1)
+
+
+def test_place_agreement_is_one_for_shots_that_agree_in_place_and_large_for_shifted_ones() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(6, 16, 16))
+    same = np.stack([base + 0.01 * rng.normal(size=base.shape) for _ in range(4)])
+    # the same pattern, rolled by 5 cells: every patch exists in the others, but far from its place
+    moved = np.stack([np.roll(base, 5 * i, axis=2) + 0.01 * rng.normal(size=base.shape) for i in range(4)])
+    a_same = place_agreement(torch.tensor(same, dtype=torch.float32), radius=1)
+    a_moved = place_agreement(torch.tensor(moved, dtype=torch.float32), radius=1)
+    assert a_same == pytest.approx(1.0, abs=0.02)
+    assert a_moved > 20  # the nearest cell within 1 is a random patch; anywhere it is the same one
+
+
+def test_place_agreement_bounds_the_rows_it_searches() -> None:
+    rng = np.random.default_rng(5)
+    g = torch.tensor(rng.normal(size=(3, 4, 8, 8)), dtype=torch.float32)
+    full = place_agreement(g, radius=1, max_rows=10_000)
+    assert full == pytest.approx(_naive_agreement(g.double().numpy(), 1, 0.99, 2), rel=1e-5)
+    # fewer rows anywhere can only lengthen the distances anywhere: the ratio falls
+    assert place_agreement(g, radius=1, max_rows=16) < full

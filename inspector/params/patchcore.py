@@ -56,7 +56,16 @@ class PatchCoreParams(Params):
         "auto",
         description="global: every test patch takes its nearest reference patch anywhere (PatchCore; textures, "
         "loose parts); local: only reference patches within local_radius cells of the same place (fixed "
-        "assemblies: a missing part is found); auto: global for textures, local for objects",
+        "assemblies: a missing part is found); auto: global for textures; for objects local when one whole part "
+        "lies on a clean background (it is then aligned) or the shots agree in place (see local_agreement), "
+        "global otherwise",
+    )
+    local_agreement: float = Field(
+        1.1, ge=1, le=10,
+        description="memory auto, objects: the shots agree in place when, leave-one-out, their patches' 99th-"
+        "percentile distance to the same place of the other shots (local_radius) is at most this multiple of "
+        "that to anywhere in them; else global memory (measured, 4 shots: demo pcb 1.01-1.07, ball screw "
+        "1.13, DeepPCB boards 2.2-4.8)",
     )
     pose_jitter_deg: float = Field(
         0.0, ge=0, le=90,

@@ -13,7 +13,11 @@ to a handful of reference shots:
    (eq. 4) on a random projection.
 3. **Scoring** — each test patch's distance to its nearest memory patch (eq. 5–6), found through
    a k-means inverted file over the bank (``search: ivf``; ``index.py``), or, for fixed assemblies
-   (``memory: local``), among the reference patches near the same place; the image
+   (``memory: local``), among the reference patches near the same place. ``memory: auto`` takes
+   the positional memory for objects only when the shots agree in place (leave-one-out, their
+   patches find their match at the same place nearly as well as anywhere: ``local_agreement``,
+   :func:`~inspector.detect.patchcore.memory.place_agreement`) or show one whole part on a clean
+   background (then aligned, below), and PatchCore's memory anywhere otherwise. The image
    score takes PatchCore's reweighting (eq. 7); the map is upsampled and Gaussian-smoothed (σ=4).
    When every reference shows one whole part lying on a clean background (``foreground.py``), the
    positional memory works in the first reference's frame: each image is registered to it
@@ -56,7 +60,14 @@ from inspector.detect.maps import gaussian_smooth, regions_from_map, resize_map
 from inspector.detect.patchcore.features import colour_grid, embed, to_patches
 from inspector.detect.patchcore.foreground import object_mask
 from inspector.detect.patchcore.index import ListIndex, build_index, probe_nearest
-from inspector.detect.patchcore.memory import greedy_coreset, local_nearest, mutual_scores, nearest, reweight
+from inspector.detect.patchcore.memory import (
+    greedy_coreset,
+    local_nearest,
+    mutual_scores,
+    nearest,
+    place_agreement,
+    reweight,
+)
 from inspector.detect.patchcore.tiling import Stitcher, tile_grid
 from inspector.detect.variation import structure_share, to_lab
 from inspector.detect.variation.alignment import ALIGN_SIZE, align_image, estimate_pose, scale_pose
@@ -71,7 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 4
+ALGORITHM_VERSION = 5
 CACHE_NAMESPACE = "patchcore"
 _FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "calibration_statistic", "image_score", "top_fraction",
                   "zero_shot_ratio")
@@ -320,14 +331,24 @@ class PatchCoreDetector(Detector):
         augment = p.augment if p.augment != "auto" else ("dihedral" if texture and not tiled else "none")
         if mode == "local":
             augment = "none"  # a rotated copy is not what the part looks like at that place
-        log.info("patchcore: %d references, structure share %.2f -> %s, %s memory, augment %s",
-                 len(imgs), share, "texture" if texture else "object", mode, augment)
-        self.mode = mode
         base = [fit_square(im, p.input_size) for im in imgs]
         # one whole part lying on a clean background in every shot: its pose varies, its background is no part
         whole = mode == "local" and object_mask(base, p.background_separability, 0) is not None
         alignment = "none" if mode != "local" else (("rigid" if whole else "none") if p.alignment == "auto"
                                                      else p.alignment)
+        agreement = float("nan")
+        embedded: dict[int, list[torch.Tensor]] = {}  # unaugmented grids already computed, by reference
+        if p.memory == "auto" and mode == "local" and alignment == "none" and len(imgs) > 1:
+            # an object that is not a whole part on a clean background: positional memory only if the
+            # shots agree in place (fixed assemblies); otherwise PatchCore's memory, anywhere
+            embedded = {i: self._embed_image(im) for i, im in enumerate(imgs)}
+            agreement = place_agreement(torch.stack([g[0] for g in embedded.values()]), p.radius(False))
+            if agreement > p.local_agreement:
+                mode = "global"
+                augment = p.augment if p.augment != "auto" else "none"
+        log.info("patchcore: %d references, structure share %.2f -> %s, place agreement %.3f, %s memory, "
+                 "augment %s", len(imgs), share, "texture" if texture else "object", agreement, mode, augment)
+        self.mode = mode
         master = master_edges = np.zeros((0,), np.float32)
         if alignment != "none":  # every reference in the first one's frame, at input size
             master, master_edges = base[0], align_image(base[0].astype(np.float32) / 255.0)
@@ -349,8 +370,9 @@ class PatchCoreDetector(Detector):
         for i, im in enumerate(imgs):
             rows = []
             for turns, flip in copies:
-                grids = self._embed_image(transform(im, turns, flip))
-                if (turns, flip) == (0, False):
+                plain_copy = (turns, flip) == (0, False)
+                grids = embedded[i] if plain_copy and i in embedded else self._embed_image(transform(im, turns, flip))
+                if plain_copy:
                     plain.append(grids)
                 # global memory: each grid keeps its share of the pool, drawn at random, so that
                 # prepare's memory is bounded whatever the number of tiles and copies
@@ -420,6 +442,7 @@ class PatchCoreDetector(Detector):
             "master_edges": np.asarray(master_edges, np.float32),
             "cells": cells.numpy() if cells is not None else np.zeros((0,), bool),
             "structure_share": np.array(share, np.float32),
+            "place_agreement": np.array(agreement, np.float32),
         }
 
     def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
@@ -598,6 +621,7 @@ def describe(det: PatchCoreDetector) -> dict[str, Any]:
         "texture": det.texture,
         "augment": det.augment,
         "memory": det.mode,
+        "place_agreement": float(det.state["place_agreement"]) if "place_agreement" in det.state else None,
         "alignment": det.alignment,
         "background_masked": det.cells is not None,
         "bank_patches": 0 if det.bank is None else int(det.bank.shape[0]),

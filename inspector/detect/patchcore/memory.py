@@ -173,3 +173,35 @@ def local_nearest(query: torch.Tensor, bank: torch.Tensor, radius: int) -> tuple
             best_idx = torch.where(better, which * h * w + (ii + di) * w + (jj + dj), best_idx)
     best = best + (q * q).sum(-1)
     return best.clamp_min_(0).sqrt_(), best_idx
+
+
+def place_agreement(grids: torch.Tensor, radius: int, quantile: float = 0.99, stride: int = 2,
+                    max_rows: int = 16384, seed: int = 0) -> float:
+    """How well the references agree *in place*: ≈ 1 when a shot's patches find their match at the
+    same grid position of the other shots as well as anywhere, > 1 when they must look elsewhere.
+
+    ``grids`` is ``(K, D, h, w)``, K ≥ 2. For every shot i, leave-one-out against the other shots,
+    the ``quantile`` of its cell distances (on every ``stride``-th cell in each direction) is
+    taken twice: nearest within ``radius`` cells of the same place (:func:`local_nearest`), and
+    nearest anywhere among (at most ``max_rows`` random) patches of the other shots
+    (:func:`nearest`). Returns median_i(local_i) / median_i(anywhere_i). The local distance of a
+    cell is never below its nearest anywhere in the full set, so the ratio is ≥ 1 up to that
+    subsampling."""
+    k, d, h, w = grids.shape
+    if k < 2:
+        raise ValueError(f"place agreement needs at least 2 reference grids, got {k}")
+    gen = torch.Generator().manual_seed(seed)
+    cells = torch.zeros(h, w, dtype=torch.bool)
+    cells[::stride, ::stride] = True
+    local_q, anywhere_q = [], []
+    for i in range(k):
+        others = torch.cat([grids[:i], grids[i + 1:]])
+        ldist, _ = local_nearest(grids[i], others, radius)
+        rows = others.permute(0, 2, 3, 1).reshape(-1, d)
+        if rows.shape[0] > max_rows:
+            rows = rows[torch.randperm(rows.shape[0], generator=gen)[:max_rows]]
+        query = grids[i].permute(1, 2, 0)[cells]  # (cells, D)
+        gdist, _ = nearest(query, rows, 1)
+        local_q.append(float(torch.quantile(ldist[cells], quantile)))
+        anywhere_q.append(float(torch.quantile(gdist[:, 0], quantile)))
+    return float(torch.tensor(local_q).median() / max(float(torch.tensor(anywhere_q).median()), 1e-12))

@@ -299,6 +299,10 @@ def test_memory_auto_is_positional_only_where_the_shots_agree_in_place(tmp_path:
         found[name] = (info["memory"], info["place_agreement"])
     assert found["fixed"][0] == "local" and found["fixed"][1] <= 1.1, found
     assert found["moving"][0] == "global" and found["moving"][1] > 1.1, found
+    # a single shot cannot show that it agrees with another: PatchCore's memory
+    det = PatchCoreDetector()
+    det.prepare(make_profile(tmp_path / "single", runs["fixed"][:1], memory="auto"), hub)
+    assert describe(det)["memory"] == "global" and math.isnan(describe(det)["place_agreement"])
     # an explicit choice is never overridden
     det = PatchCoreDetector()
     det.prepare(make_profile(tmp_path / "forced", runs["moving"], memory="local"), hub)

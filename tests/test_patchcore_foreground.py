@@ -16,7 +16,7 @@ import skimage.color
 from inspector.detect.patchcore import PatchCoreDetector
 from inspector.detect.patchcore.detector import describe, from_frame, image_pose, to_frame
 from inspector.detect.patchcore.foreground import border_contrast, is_whole_part, object_mask, otsu_split
-from inspector.detect.variation.alignment import align_image
+from inspector.detect.registration import align_image
 from inspector.imaging import write_png
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile

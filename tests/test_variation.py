@@ -14,9 +14,10 @@ import pytest
 from inspector.detect import create_detector
 from inspector.detect.variation import VariationDetector, VariationError, describe
 from inspector.detect.variation import detector as variation_detector
-from inspector.detect.variation.alignment import align_image, estimate_pose
+from inspector.detect.registration import align_image, estimate_pose
 from inspector.detect.variation.calibration import positional_scale, reference_threshold, seam_confidence
-from inspector.detect.variation.features import match_photometry, scale_groups, structure_share, to_lab, to_working
+from inspector.detect.colour import structure_share, to_lab
+from inspector.detect.variation.features import match_photometry, scale_groups, to_working
 from inspector.detect.variation.memory import global_nn_distance, greedy_coreset, local_nn_distance, residual_whitener
 from inspector.imaging import read_image, write_png
 from inspector.profile import ProductProfile, load_profile, save_profile

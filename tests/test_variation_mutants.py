@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.detect.variation.alignment import estimate_pose
+from inspector.detect.colour import structure_share, to_lab
+from inspector.detect.registration import estimate_pose
 from inspector.detect.variation.calibration import positional_scale, reference_threshold, seam_confidence
-from inspector.detect.variation.features import (filter_bank, match_photometry, scale_groups, structure_share, to_lab,
-                                                 to_working)
+from inspector.detect.variation.features import filter_bank, match_photometry, scale_groups, to_working
 from inspector.detect.variation.memory import (global_nn_distance, greedy_coreset, local_nn_distance, nn_residuals,
                                                residual_whitener)
 
@@ -352,7 +352,7 @@ def reflect_conv(img: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
 
 
 def test_align_image_is_standardised_sobel_magnitude_of_the_blurred_grey() -> None:
-    from inspector.detect.variation.alignment import ALIGN_SIZE, align_image
+    from inspector.detect.registration import ALIGN_SIZE, align_image
 
     rng = np.random.default_rng(30)
     rgb = cv2.GaussianBlur(rng.random((3 * ALIGN_SIZE, 3 * ALIGN_SIZE, 3)).astype(np.float32), (0, 0), 4.0)
@@ -371,7 +371,7 @@ def test_align_image_is_standardised_sobel_magnitude_of_the_blurred_grey() -> No
 
 
 def test_ncc_compose_and_rotation_by_hand() -> None:
-    from inspector.detect.variation.alignment import _compose, _ncc, _rotation, scale_pose
+    from inspector.detect.registration import _compose, _ncc, _rotation, scale_pose
 
     rng = np.random.default_rng(31)
     a, b = 3.0 + rng.random((4, 4)), 1.0 - 2 * rng.random((4, 4))  # non-zero means

@@ -65,7 +65,7 @@ class PatchCoreParams(Params):
         description="memory auto, objects: the shots agree in place when, leave-one-out, their patches' 99th-"
         "percentile distance to the same place of the other shots (local_radius) is at most this multiple of "
         "that to anywhere in them; else global memory (measured, 4 shots: demo pcb 1.01-1.07, ball screw "
-        "1.13, DeepPCB boards 2.2-4.8)",
+        "1.13, DeepPCB boards 2.2-4.8); a single shot cannot show it: global",
     )
     pose_jitter_deg: float = Field(
         0.0, ge=0, le=90,

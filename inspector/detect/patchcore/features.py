@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inspector.detect.colour import to_lab
+
 LAB_SCALE = (100.0, 128.0, 128.0)  # CIE L*a*b* ranges: L* 0..100, a*/b* about ±128
 
 
@@ -61,7 +63,7 @@ def colour_grid(images: list[np.ndarray], size: tuple[int, int], p: int) -> torc
     h, w = size
     out = []
     for im in images:
-        lab = cv2.cvtColor(im.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+        lab = to_lab(im.astype(np.float32) / 255.0)
         lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_AREA)
         out.append(torch.from_numpy(np.ascontiguousarray(lab)).permute(2, 0, 1))
     grid = torch.stack(out) / torch.tensor(LAB_SCALE).view(1, 3, 1, 1)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from inspector.detect.colour import to_lab
+
 BORDER_SHARE = 0.03  # width of the frame read as background, as a share of the image side
 MIN_OBJECT_SHARE = 0.02  # an "object" smaller than this share of the frame is noise, not a part
 MAX_OBJECT_SHARE = 0.9  # an "object" larger than this leaves no background worth masking
@@ -26,7 +28,7 @@ MAX_BORDER_TOUCH = 0.005  # share of the border frame's pixels the object may co
 
 def border_contrast(rgb: np.ndarray) -> np.ndarray:
     """Each pixel's L*a*b* distance (ΔE 1976) to the median colour of the image's outer frame, float32 H×W."""
-    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (0, 0), 2.0).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    lab = to_lab(cv2.GaussianBlur(rgb, (0, 0), 2.0).astype(np.float32) / 255.0)
     frame = np.stack([border_frame(lab[..., c]) for c in range(3)], axis=1)
     return np.linalg.norm(lab - np.median(frame, axis=0), axis=2).astype(np.float32)
 

@@ -4,7 +4,7 @@ No pretrained network: a fixed multi-scale filter bank (per pyramid level: smoot
 absolute derivatives, |Laplacian|, chroma gradient; averaged over ``feature_stride`` cells and
 concatenated with their 3×3 neighbourhood mean) turns each image into a grid of patch descriptors,
 and each test patch is scored by its distance to the nearest reference patch. Two memories, chosen
-per profile (``variation.memory``; ``auto`` decides from the references, see ``features.structure_share``):
+per profile (``variation.memory``; ``auto`` decides from the references, see ``inspector.detect.colour.structure_share``):
 
 * **local** (objects, assemblies) — a *variation model*: every image is registered to the first
   reference shot (rotation search with phase correlation on edge images, refined by ECC from the
@@ -40,13 +40,13 @@ reference images' sha256, the parameters that shape it and :data:`ALGORITHM_VERS
 ``smoothing_sigma`` and ``calibration_margin`` only rescale and can be retuned without it.
 Runs on the CPU (numpy/OpenCV); the work per 256² image is tens of milliseconds.
 
-Modules: ``features`` (working image, L*a*b*, photometry, the filter bank), ``alignment``
-(registration to the first reference), ``memory`` (nearest-neighbour distances, residual
+Modules: ``features`` (working image, photometry, the filter bank), ``memory`` (nearest-neighbour distances, residual
 whitening, coreset), ``calibration`` (seam confidence, positional spread, the score scale) and
-``detector`` (:class:`VariationDetector`: prepare / analyse / finish, the on-disk cache).
+``detector`` (:class:`VariationDetector`: prepare / analyse / finish, the on-disk cache). Shared
+with ``patchcore``: ``inspector.detect.registration`` (registration to the first reference) and
+``inspector.detect.colour`` (L*a*b*, the structure share).
 """
 
 from inspector.detect.variation.detector import VariationAnalysis, VariationDetector, VariationError, describe
-from inspector.detect.variation.features import structure_share, to_lab
 
-__all__ = ["VariationAnalysis", "VariationDetector", "VariationError", "describe", "structure_share", "to_lab"]
+__all__ = ["VariationAnalysis", "VariationDetector", "VariationError", "describe"]

@@ -11,15 +11,14 @@ import numpy as np
 
 from inspector.cache import ArrayCache, cache_key
 from inspector.detect.base import Detection, Detector, Progress, StageTimer, reference_hashes
+from inspector.detect.colour import structure_share, to_lab
 from inspector.detect.maps import gaussian_smooth, normalise_map, regions_from_map, resize_map
-from inspector.detect.variation.alignment import ALIGN_SIZE, align_image, estimate_pose, scale_pose
+from inspector.detect.registration import ALIGN_SIZE, align_image, estimate_pose, scale_pose
 from inspector.detect.variation.calibration import positional_scale, reference_threshold, seam_confidence
 from inspector.detect.variation.features import (
     filter_bank,
     match_photometry,
     scale_groups,
-    structure_share,
-    to_lab,
     to_working,
 )
 from inspector.detect.variation.memory import (

@@ -16,11 +16,6 @@ def to_working(image: np.ndarray, size: int) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
-def to_lab(rgb01: np.ndarray) -> np.ndarray:
-    """CIE L*a*b* (L in [0, 100]) of float RGB in [0, 1]."""
-    return cv2.cvtColor(np.ascontiguousarray(rgb01, dtype=np.float32), cv2.COLOR_RGB2Lab)
-
-
 def match_photometry(lab: np.ndarray, ref_mean: np.ndarray, ref_std: np.ndarray) -> np.ndarray:
     """Gain/offset of L and offset of a, b so the image's statistics match the references'."""
     out = lab.copy()
@@ -77,10 +72,3 @@ def scale_groups(dims: int, separate: bool, per_level: int = 9) -> np.ndarray:
     levels = dims // (2 * per_level)
     per = np.repeat(np.arange(levels), per_level)
     return np.concatenate([per, per]).astype(np.int64)
-
-
-def structure_share(lab: np.ndarray, blocks: int = 16) -> float:
-    """Share of the L variance explained by a coarse ``blocks``×``blocks`` layout (texture → ~0)."""
-    lum = lab[..., 0]
-    coarse = cv2.resize(lum, (blocks, blocks), interpolation=cv2.INTER_AREA)
-    return float(coarse.var() / max(float(lum.var()), 1e-9))

@@ -1,4 +1,8 @@
-"""Registration of an image to the first reference shot: phase correlation, rotation search, ECC."""
+"""Registration of an image to the first reference shot: phase correlation, rotation search, ECC.
+
+Shared by the methods that compare a part with its references at the same place (``variation``'s
+variation model, ``patchcore``'s positional memory).
+"""
 
 from __future__ import annotations
 

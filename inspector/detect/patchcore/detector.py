@@ -341,8 +341,8 @@ class PatchCoreDetector(Detector):
         if p.memory == "auto" and mode == "local" and alignment == "none":
             # an object that is not a whole part on a clean background: positional memory only if the
             # shots agree in place (fixed assemblies); otherwise PatchCore's memory, anywhere. One shot
-            # cannot show that it agrees with another: global (measured on the ball screw, 1 shot: image
-            # AUROC 0.51 positional, 0.78 global)
+            # cannot show that it agrees with another: global (measured, 1 shot, image AUROC positional ->
+            # global: ball screw 0.45 -> 0.71, demo pcb 0.57 -> 0.86)
             if len(imgs) > 1:
                 embedded = {i: self._embed_image(im) for i, im in enumerate(imgs)}
                 agreement = place_agreement(torch.stack([g[0] for g in embedded.values()]), p.radius(False))

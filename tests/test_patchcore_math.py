@@ -335,7 +335,10 @@ def test_place_agreement_is_one_for_shots_that_agree_in_place_and_large_for_shif
 def test_place_agreement_bounds_the_rows_it_searches() -> None:
     rng = np.random.default_rng(5)
     g = torch.tensor(rng.normal(size=(3, 4, 8, 8)), dtype=torch.float32)
-    full = place_agreement(g, radius=1, max_rows=10_000)
+    full = place_agreement(g, radius=1, stride=2, max_rows=10_000)
     assert full == pytest.approx(_naive_agreement(g.double().numpy(), 1, 0.99, 2), rel=1e-5)
     # fewer rows anywhere can only lengthen the distances anywhere: the ratio falls
-    assert place_agreement(g, radius=1, max_rows=16) < full
+    assert place_agreement(g, radius=1, stride=2, max_rows=16) < full
+    # only the first max_shots shots are compared
+    more = torch.cat([g, torch.tensor(rng.normal(size=(2, 4, 8, 8)), dtype=torch.float32)])
+    assert place_agreement(more, radius=1, stride=2, max_shots=3) == pytest.approx(full, rel=1e-6)

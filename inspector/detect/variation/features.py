@@ -1,4 +1,4 @@
-"""Working image, L*a*b*, photometric matching and the multi-scale filter bank (pure functions)."""
+"""Working image, photometric matching and the multi-scale filter bank (pure functions; L*a*b*: detect/colour.py)."""
 
 from __future__ import annotations
 

@@ -150,10 +150,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--eval-size must be at least 8 px, got {args.eval_size}")
     try:
         dataset = load_dataset(args.dataset, args.layout)
-        if args.shots == 0:  # no reference shots, whatever the profile has: the pipeline's 0-shot mode
+        if args.shots is None:  # the profile's own shots
+            shots, test_set = None, dataset
+        elif args.shots == 0:  # no reference shots, whatever the profile has: the pipeline's 0-shot mode
             shots, test_set = [], dataset
         else:
-            shots, test_set = (None, dataset) if args.shots is None else dataset.draw_shots(args.shots, args.seed)
+            shots, test_set = dataset.draw_shots(args.shots, args.seed)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
     out = ensure_writable_dir(Path(args.out))

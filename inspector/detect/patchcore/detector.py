@@ -327,10 +327,6 @@ class PatchCoreDetector(Detector):
         if mode == "local" and tiled:
             log.info("patchcore: local memory needs untiled references; tiled images use global memory")
             mode = "global"
-        # auto: dihedral copies for textures, except tiled references, whose many tiles already vary
-        augment = p.augment if p.augment != "auto" else ("dihedral" if texture and not tiled else "none")
-        if mode == "local":
-            augment = "none"  # a rotated copy is not what the part looks like at that place
         base = [fit_square(im, p.input_size) for im in imgs]
         # one whole part lying on a clean background in every shot: its pose varies, its background is no part
         whole = mode == "local" and object_mask(base, p.background_separability, 0) is not None
@@ -348,7 +344,10 @@ class PatchCoreDetector(Detector):
                 agreement = place_agreement(torch.stack([g[0] for g in embedded.values()]), p.radius(False))
             if not agreement <= p.local_agreement:  # NaN (one shot) included
                 mode = "global"
-                augment = p.augment if p.augment != "auto" else "none"
+        # auto: dihedral copies for textures, except tiled references, whose many tiles already vary
+        augment = p.augment if p.augment != "auto" else ("dihedral" if texture and not tiled else "none")
+        if mode == "local":
+            augment = "none"  # a rotated copy is not what the part looks like at that place
         log.info("patchcore: %d references, structure share %.2f -> %s, place agreement %.3f, %s memory, "
                  "augment %s", len(imgs), share, "texture" if texture else "object", agreement, mode, augment)
         self.mode = mode

@@ -317,15 +317,17 @@ def test_filter_bank_responses_of_polynomial_images_by_hand() -> None:
                                        err_msg=f"level {level} context {ch}")
 
 
-def test_filter_bank_upsamples_a_coarse_level_bilinearly() -> None:
-    # a = 10 + y/4 on 64 px, 2-px cells (32): level 2 is 16 px (a = 10 + Y), below the grid, so it
-    # is enlarged bilinearly: cell j reads level-2 position j/2 − 1/4
-    yy = np.mgrid[0:64, 0:64][0].astype(np.float64)
+@pytest.mark.parametrize(("width", "column"), [(64, 5), (16, 3)])
+def test_filter_bank_upsamples_a_coarse_level_bilinearly(width: int, column: int) -> None:
+    # a = 10 + y/4 on 64 rows, 2-px cells (32 rows): level 2 has 16 rows (a = 10 + Y), fewer than the
+    # grid's, so it is enlarged bilinearly: cell j reads level-2 position j/2 − 1/4. The 16-px-wide
+    # image is the tall case (a 32×8 grid; level 2 is 16×4 px)
+    yy = np.mgrid[0:64, 0:width][0].astype(np.float64)
     lab = np.stack([np.full_like(yy, 20.0), 10 + 0.25 * yy, np.full_like(yy, -5.0)], -1).astype(np.float32)
     got = filter_bank(lab, 3, 2)
-    assert got.shape == (54, 32, 32)
+    assert got.shape == (54, 32, width // 2)
     j = np.arange(12, 21)
-    np.testing.assert_allclose(got[18 + 1][12:21, 5], 10 + j / 2 - 0.25, atol=1e-3)
+    np.testing.assert_allclose(got[18 + 1][12:21, column], 10 + j / 2 - 0.25, atol=1e-3)
     np.testing.assert_allclose(got[0], 20.0, atol=1e-4)  # a constant channel stays constant everywhere
     np.testing.assert_allclose(got[3:8], 0.0, atol=1e-4)  # no luminance gradient anywhere
 
@@ -339,6 +341,8 @@ def test_filter_bank_stops_the_pyramid_below_8_px() -> None:
     want = np.tile(np.array([50.0, 3.0, -4.0, 0, 0, 0, 0, 0, 0]), 4)
     np.testing.assert_allclose(got, np.broadcast_to(want[:, None, None], got.shape), atol=1e-4)
     assert filter_bank(np.zeros((2, 2, 3), np.float32), 1, 8).shape == (18, 1, 1)  # at least one cell
+    # 16 px: levels of 16, 8 and 4 px (8 is not below 8, so one more level follows it)
+    assert filter_bank(np.zeros((16, 16, 3), np.float32), 5, 4).shape == (54, 4, 4)
 
 
 # ----------------------------------------------------------------------------- alignment
@@ -438,19 +442,6 @@ def test_filter_bank_context_is_the_3x3_mean_with_mirrored_borders() -> None:
     want = sum(pad[:, 1 + di:1 + di + cells.shape[1], 1 + dj:1 + dj + cells.shape[2]]
                for di in (-1, 0, 1) for dj in (-1, 0, 1)) / 9.0
     np.testing.assert_allclose(ctx, want, rtol=1e-5, atol=1e-4)
-
-
-def test_filter_bank_levels_of_a_tall_image() -> None:
-    # 64×16 px, 2-px cells: a 32×8 grid. Level 1 is 32×8 px, level 2 16×4 px: its rows are fewer
-    # than the grid's, so it is enlarged bilinearly (a = 10 + y/4 is a + Y at level 2, Y = y/4)
-    yy = np.mgrid[0:64, 0:16][0].astype(np.float64)
-    lab = np.stack([np.full_like(yy, 20.0), 10 + 0.25 * yy, np.full_like(yy, -5.0)], -1).astype(np.float32)
-    got = filter_bank(lab, 3, 2)
-    assert got.shape == (54, 32, 8)
-    j = np.arange(12, 21)
-    np.testing.assert_allclose(got[18 + 1][12:21, 3], 10 + j / 2 - 0.25, atol=1e-3)
-    # 16 px: levels of 16, 8 and 4 px (8 is not below 8, so one more level follows it)
-    assert filter_bank(np.zeros((16, 16, 3), np.float32), 5, 4).shape == (54, 4, 4)
 
 
 def test_seam_confidence_ramps_over_exactly_margin_pixels() -> None:

@@ -206,6 +206,14 @@ def test_an_old_hf_text_checkpoint_with_position_ids_loads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(dst.encode_text(tokens), src.encode_text(tokens), atol=0, rtol=0)
 
+    # a model built with an older transformers keeps position_ids as a persistent buffer: the
+    # checkpoint's table is loaded, not dropped (a strict load would then miss the key)
+    old = build(3)
+    old.text.transformer.embeddings.register_buffer("position_ids", torch.zeros(1, 256, dtype=torch.long))
+    assert key in old.state_dict()
+    load_open_clip_state(old, state)
+    assert old.text.transformer.embeddings.position_ids.tolist() == [list(range(256))]
+
 
 # ------------------------------------------------------------------------------ from the model store
 def _sha(path: Path) -> str:

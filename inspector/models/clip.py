@@ -52,7 +52,7 @@ def load_open_clip_state(model: torch.nn.Module, state: dict[str, Any], source: 
     if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
         state["logit_bias"] = torch.zeros_like(state["logit_scale"])
     position_ids = "text.transformer.embeddings.position_ids"
-    if position_ids in state and not hasattr(model, position_ids):
+    if position_ids in state and position_ids not in model.state_dict():  # a non-persistent buffer today
         del state[position_ids]
     resize_pos_embed(state, model)
     resize_text_pos_embed(state, model)

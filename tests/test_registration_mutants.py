@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from inspector.detect import registration
+from tests.support.reference import reflect_conv
 
 EPS_COUNT = cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT
 ANGLES = [2.0 * k for k in range(-5, 6)]  # ±10° in 2° steps
@@ -372,15 +373,6 @@ def test_ecc_rejects_a_refinement_that_ran_more_than_an_eighth_of_the_side(
 
 
 # ----------------------------------------------------------------------------- align_image, _ncc
-def reflect_conv(img: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
-    """Separable correlation with a mirrored border (OpenCV's default), float64 loops over taps."""
-    ry, rx = len(ky) // 2, len(kx) // 2
-    pad = np.pad(img, ((ry, ry), (rx, rx)), mode="reflect")
-    h, w = img.shape
-    rows = sum(kx[t] * pad[:, t:t + w] for t in range(len(kx)))
-    return sum(ky[t] * rows[t:t + h, :] for t in range(len(ky)))
-
-
 def test_align_image_of_a_faint_image_divides_by_std_plus_1e6() -> None:
     size = registration.ALIGN_SIZE
     rng = np.random.default_rng(30)

@@ -18,6 +18,7 @@ from inspector.detect.variation.calibration import positional_scale, reference_t
 from inspector.detect.variation.features import filter_bank, match_photometry, scale_groups, to_working
 from inspector.detect.variation.memory import (global_nn_distance, greedy_coreset, local_nn_distance, nn_residuals,
                                                residual_whitener)
+from tests.support.reference import reflect_conv
 
 
 # ----------------------------------------------------------------------------- memory
@@ -346,15 +347,6 @@ def test_filter_bank_stops_the_pyramid_below_8_px() -> None:
 
 
 # ----------------------------------------------------------------------------- alignment
-def reflect_conv(img: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
-    """Separable correlation with a mirrored border (OpenCV's default, numpy's 'reflect'), float64 loops over taps."""
-    ry, rx = len(ky) // 2, len(kx) // 2
-    pad = np.pad(img, ((ry, ry), (rx, rx)), mode="reflect")
-    h, w = img.shape
-    rows = sum(kx[t] * pad[:, t:t + w] for t in range(len(kx)))
-    return sum(ky[t] * rows[t:t + h, :] for t in range(len(ky)))
-
-
 def test_align_image_is_standardised_sobel_magnitude_of_the_blurred_grey() -> None:
     from inspector.detect.registration import ALIGN_SIZE, align_image
 

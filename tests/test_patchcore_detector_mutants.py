@@ -230,11 +230,13 @@ def test_to_frame_blends_the_master_where_the_image_half_covers() -> None:
     warped[:, 0] = 0.5 * f[:, 0]
     cover = np.ones((4, 6, 1))
     cover[:, 0] = 0.5
-    # the current formula: the warped image (already weighted by its bilinear cover) times the cover
-    # again, plus the master's share (a white part on a white master comes out 192 at a half-covered edge)
-    want = np.floor(warped * cover + master * (1 - cover) + 0.5)
+    # premultiplied: the warped image is already weighted by its bilinear cover, the master fills the rest
+    want = np.floor(warped + master * (1 - cover) + 0.5)
     assert got.dtype == np.uint8 and got.shape == img.shape
     np.testing.assert_array_equal(got, want.astype(np.uint8))
+    # a white part on a white reference stays white at a half-covered edge (was 192 before the fix)
+    white = np.full((4, 6, 3), 255, np.uint8)
+    np.testing.assert_array_equal(to_frame(white, pose, white), white)
     # fully outside: the master
     far = np.array([[1.0, 0.0, 50.0], [0.0, 1.0, 0.0]])
     np.testing.assert_array_equal(to_frame(img, far, master), master)

@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_VERSION = 5
+ALGORITHM_VERSION = 6
 CACHE_NAMESPACE = "patchcore"
 _FINISH_FIELDS = ("smoothing_sigma", "calibration_margin", "calibration_statistic", "image_score", "top_fraction",
                   "zero_shot_ratio")
@@ -147,7 +147,8 @@ def to_frame(image: np.ndarray, pose: np.ndarray, master: np.ndarray) -> np.ndar
     warped = cv2.warpAffine(image, pose, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     cover = cv2.warpAffine(np.ones(image.shape[:2], np.float32), pose, size, flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT)[..., None]
-    return np.clip(warped * cover + master * (1.0 - cover) + 0.5, 0, 255).astype(np.uint8)
+    # the bilinear warp with a zero border is already weighted by its cover: composite premultiplied
+    return np.clip(warped + master * (1.0 - cover) + 0.5, 0, 255).astype(np.uint8)
 
 
 def from_frame(amap: np.ndarray, pose: np.ndarray) -> np.ndarray:

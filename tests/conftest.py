@@ -4,7 +4,7 @@
 2. Isolation: every test sees a private ``INSPECTOR_HOME`` (never the developer's real store).
 3. Offline guard (autouse): sockets may only reach loopback; any other attempt fails the test,
    even when a library swallows the error.
-4. Small shared fixtures: ``tmp_settings``, ``rng``.
+4. Small shared fixtures: ``tmp_settings``, ``rng``, ``clip`` (a module's tiny real open_clip model).
 
 UI fixtures live in ``tests/ui/conftest.py``.
 """
@@ -159,3 +159,12 @@ def tmp_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def rng() -> np.random.Generator:
     """A seeded generator: tests that draw random data stay deterministic."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """The tiny real open_clip ViT (``tests.support.tiny_models.tiny_clip``), one per test module;
+    a module that needs another seed defines its own ``clip``."""
+    from tests.support.tiny_models import tiny_clip
+
+    return tiny_clip()

@@ -21,14 +21,8 @@ from inspector.models.adapters import (
     vit_width,
 )
 from inspector.models.clip import resample_positional_embedding
-from tests.support.tiny_models import tiny_clip
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return tiny_clip()
 
 
 def tiny_adapter_state(clip_model, count: int | None = None, seed: int = 3) -> dict[str, torch.Tensor]:
@@ -42,26 +36,37 @@ def tiny_adapter_state(clip_model, count: int | None = None, seed: int = 3) -> d
     return {f"fc.{k}": v for k, v in fc.state_dict().items()}
 
 
-def adapter_store(tmp_path: Path, clip_model, options: dict[str, Any] | None = None, count: int | None = None):
-    """A real :class:`ModelStore` whose manifest holds one APRIL-GAN-like entry with two files
-    (like the published one: an adapter trained on MVTec-AD and one trained on VisA)."""
+def write_adapter_store(tmp_path: Path, key: str, checkpoints: dict[str, Any], options: dict[str, Any],
+                        default_file: str | None = None):
+    """A real :class:`ModelStore` whose manifest holds one adapter entry ``key``: each checkpoint
+    object saved under its file name (sha256 recorded), ``default_file`` the first unless named."""
     from inspector.models.store import ModelStore
 
-    folder = tmp_path / "models" / "aprilgan_tiny"
+    folder = tmp_path / "models" / key
     folder.mkdir(parents=True)
     files = {}
-    for seed, name in enumerate(("mvtec_pretrained.pth", "visa_pretrained.pth")):
+    for name, obj in checkpoints.items():
         path = folder / name
-        torch.save({CHECKPOINT_KEY: tiny_adapter_state(clip_model, count, seed=seed)}, path)
+        torch.save(obj, path)
         files[name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    manifest = {"format": 1, "models": {"aprilgan_tiny": {
+    manifest = {"format": 1, "models": {key: {
         "kind": "adapter", "arch": "aprilgan-linear", "licence": "MIT", "size_mb": 0.1,
-        "state_key": CHECKPOINT_KEY, "default_file": "visa_pretrained.pth", "files": files,
-        "options": {"trained_on": {"mvtec_pretrained.pth": "mvtec", "visa_pretrained.pth": "visa"},
-                    **(options or {})},
+        "state_key": CHECKPOINT_KEY, "default_file": default_file or next(iter(checkpoints)), "files": files,
+        "options": options,
     }}}
     (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
     return ModelStore(tmp_path / "models", manifest_path=tmp_path / "manifest.yaml"), folder
+
+
+def adapter_store(tmp_path: Path, clip_model, options: dict[str, Any] | None = None, count: int | None = None):
+    """A store with one APRIL-GAN-like entry with two files (like the published one: an adapter
+    trained on MVTec-AD and one trained on VisA)."""
+    names = ("mvtec_pretrained.pth", "visa_pretrained.pth")
+    checkpoints = {name: {CHECKPOINT_KEY: tiny_adapter_state(clip_model, count, seed=seed)}
+                   for seed, name in enumerate(names)}
+    trained_on = {"trained_on": {"mvtec_pretrained.pth": "mvtec", "visa_pretrained.pth": "visa"}}
+    return write_adapter_store(tmp_path, "aprilgan_tiny", checkpoints, {**trained_on, **(options or {})},
+                               "visa_pretrained.pth")
 
 
 def test_checkpoint_layout_loads_from_the_store(tmp_path, clip):

@@ -7,13 +7,11 @@ in another dtype (all compared with open_clip's own forward, hooked)."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from inspector.models.adapters import (
     CHECKPOINT_KEY,
@@ -23,14 +21,9 @@ from inspector.models.adapters import (
     evenly_spaced_layers,
     intermediate_tokens,
 )
-from tests.support.tiny_models import tiny_clip
+from tests.test_adapters import write_adapter_store
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return tiny_clip()
 
 
 def _state(count: int = 3, width: int = 5, dim: int = 4, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -40,22 +33,6 @@ def _state(count: int = 3, width: int = 5, dim: int = 4, seed: int = 1) -> dict[
         out[f"fc.{i}.weight"] = torch.randn(dim, width, generator=g)
         out[f"fc.{i}.bias"] = torch.randn(dim, generator=g)
     return out
-
-
-def _store(tmp_path: Path, files: dict[str, dict], options: dict):
-    from inspector.models.store import ModelStore
-
-    folder = tmp_path / "models" / "ad"
-    folder.mkdir(parents=True)
-    entries = {}
-    for name, obj in files.items():
-        torch.save(obj, folder / name)
-        entries[name] = {"sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
-    manifest = {"format": 1, "models": {"ad": {
-        "kind": "adapter", "arch": "aprilgan-linear", "licence": "MIT", "size_mb": 0.1,
-        "state_key": CHECKPOINT_KEY, "default_file": next(iter(files)), "files": entries, "options": options}}}
-    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
-    return ModelStore(tmp_path / "models", manifest_path=tmp_path / "manifest.yaml")
 
 
 # ------------------------------------------------------------------ adapter_state_dict messages
@@ -132,7 +109,7 @@ def test_project_is_each_linear_on_its_own_token_set() -> None:
 
 
 def test_from_store_passes_device_dtype_key_and_logs_the_training_set(tmp_path: Path, caplog) -> None:
-    store = _store(tmp_path, {"v.pth": {CHECKPOINT_KEY: _state(2)}, "bad.pth": {CHECKPOINT_KEY: {
+    store, _ = write_adapter_store(tmp_path, "ad", {"v.pth": {CHECKPOINT_KEY: _state(2)}, "bad.pth": {CHECKPOINT_KEY: {
         "fc.0.weight": torch.zeros(4), "fc.0.bias": torch.zeros(4)}}}, {"trained_on": {"v.pth": "visa"}})
     with caplog.at_level(logging.INFO, logger="inspector.models.adapters"):
         a = AprilGanAdapter.from_store(store, "ad:v.pth", CPU, torch.float16)

@@ -33,6 +33,7 @@ from inspector.detect.patchcore.detector import (
 from inspector.detect.patchcore.index import build_index
 from inspector.params.patchcore import PatchCoreParams
 from inspector.profile import ProductProfile
+from tests.support.reference import naive_stitch
 
 
 def detector(**patchcore: object) -> PatchCoreDetector:
@@ -71,18 +72,11 @@ def naive_saturate(x: float) -> float:
     return x if x <= 0.5 else 1.0 - 0.5 * math.exp(-(x - 0.5) / 0.5)
 
 
-def naive_stitch(maps: list[np.ndarray], starts: list[tuple[int, int]], scale: float, fh: int, fw: int) -> np.ndarray:
-    acc = np.zeros((fh, fw))
-    wsum = np.zeros((fh, fw))
-    for (y, x), m in zip(starts, maps, strict=True):
-        n = m.shape[0]
-        ramp = np.maximum(np.sin(np.pi * (np.arange(n) + 0.5) / n), 1e-3)
-        win = np.outer(ramp, ramp)
-        y0, x0 = int(round(y * scale)), int(round(x * scale))
-        hh, ww = min(n, fh - y0), min(n, fw - x0)
-        acc[y0:y0 + hh, x0:x0 + ww] += (m * win)[:hh, :ww]
-        wsum[y0:y0 + hh, x0:x0 + ww] += win[:hh, :ww]
-    return acc / np.maximum(wsum, 1e-12)
+def naive_stitch_frame(maps: list[np.ndarray], starts: list[tuple[int, int]], scale: float, fh: int,
+                       fw: int) -> np.ndarray:
+    """Tiles placed at their starts scaled to the frame (rounded), blended by the loop re-derivation."""
+    return naive_stitch(fh, fw, [(int(round(y * scale)), int(round(x * scale)), m)
+                                 for (y, x), m in zip(starts, maps, strict=True)])
 
 
 def naive_gaussian(m: np.ndarray, sigma: float) -> np.ndarray:
@@ -348,7 +342,7 @@ def test_score_grids_tiled_stitches_and_takes_eq7_of_the_tile_with_the_top_patch
     raw, weight = det._score_grids(grids, bank, shape)
     naive = [naive_global(gr.numpy(), bank.numpy(), 3) for gr in grids]
     maps = [resize_map(s.astype(np.float32), (64, 64)).astype(np.float64) for s, _, _ in naive]
-    want = naive_stitch(maps, [(0, 0), (0, 22), (72, 0), (72, 22)], 0.5, 100, 75)
+    want = naive_stitch_frame(maps, [(0, 0), (0, 22), (72, 0), (72, 22)], 0.5, 100, 75)
     assert raw.shape == (100, 75)
     np.testing.assert_allclose(raw, want, rtol=1e-4, atol=1e-5)
     assert max(t for _, _, t in naive) == naive[2][2]
@@ -364,7 +358,7 @@ def test_stitch_places_tiles_at_the_scaled_starts() -> None:
     maps = [m + np.linspace(0, 1, 64, dtype=np.float32)[None] * k for k, m in enumerate(maps)]
     got = det._stitch(maps, shape)
     starts = [(y, x) for y in (0, 1) for x in (0, 48, 96, 104)]
-    want = naive_stitch([m.astype(np.float64) for m in maps], starts, 64 / 96, 65, 133)
+    want = naive_stitch_frame([m.astype(np.float64) for m in maps], starts, 64 / 96, 65, 133)
     assert got.shape == (65, 133)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -408,7 +402,7 @@ def test_zero_shot_tiled_stitches_and_takes_the_median_of_the_tile_medians() -> 
     ss = [naive_mutual(gr.numpy().astype(np.float64), 1) for gr in grids]
     meds = sorted(float(np.median(s)) for s in ss)
     maps = [resize_map(s.astype(np.float32), (64, 64)).astype(np.float64) for s in ss]
-    np.testing.assert_allclose(raw, naive_stitch(maps, [(0, 0), (0, 22), (72, 0), (72, 22)], 0.5, 100, 75),
+    np.testing.assert_allclose(raw, naive_stitch_frame(maps, [(0, 0), (0, 22), (72, 0), (72, 22)], 0.5, 100, 75),
                                rtol=1e-4, atol=1e-5)
     assert weight == 1.0
     assert scale == pytest.approx((meds[1] + meds[2]) / 2, rel=1e-5)

@@ -16,6 +16,7 @@ import torch
 from inspector.detect.patchcore.features import colour_grid, embed
 from inspector.detect.patchcore.index import SEED_POOL, ListIndex, build_index, kmeans, probe_nearest
 from inspector.detect.patchcore.tiling import Stitcher, blend_window, tile_grid, tile_starts
+from tests.support.reference import naive_stitch
 
 LAB_RANGE = np.array([100.0, 128.0, 128.0])
 
@@ -252,25 +253,6 @@ def test_probe_nearest_single_row_and_empty_banks() -> None:
 
 
 # ----------------------------------------------------------------------------- tiling
-def ramp(n: int) -> np.ndarray:
-    """The raised cosine of one side, by hand: sin(π(k + ½)/n), at least 1e-3."""
-    return np.array([max(math.sin(math.pi * (k + 0.5) / n), 1e-3) for k in range(n)])
-
-
-def naive_stitch(height: int, width: int, tiles: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
-    """Σ wᵢ·mᵢ / Σ wᵢ with wᵢ = ramp(h) ⊗ ramp(w), by loops; what lies past the border is dropped."""
-    acc = np.zeros((height, width))
-    wsum = np.zeros((height, width))
-    for y0, x0, m in tiles:
-        ry, rx = ramp(m.shape[0]), ramp(m.shape[1])
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                if y0 + i < height and x0 + j < width:
-                    acc[y0 + i, x0 + j] += ry[i] * rx[j] * m[i, j]
-                    wsum[y0 + i, x0 + j] += ry[i] * rx[j]
-    return np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1.0), 0.0)
-
-
 def test_blend_window_values_by_hand() -> None:
     s, c = math.sin(math.pi / 8), math.sin(3 * math.pi / 8)  # t = 1/8, 3/8, 5/8, 7/8
     want = np.outer([s, c, c, s], [s, c, c, s])

@@ -76,11 +76,13 @@ def naive_colour(x: np.ndarray, h: int, w: int, p: int) -> np.ndarray:
 
 
 def naive_grid(backbone: torch.nn.Module, rgb: np.ndarray, layers: list[int], p: int, l2: bool,
-               colour: float = 0.0) -> np.ndarray:
+               colour: float = 0.0, mean: tuple[float, ...] = (0.5,) * 3,
+               std: tuple[float, ...] = (0.5,) * 3) -> np.ndarray:
     """(h, w, D) float64 patch features: backbone stages, p×p mean over existing cells, unit length per
-    stage (``l2``), bilinear to the first stage's grid, then ``colour`` × the cells' L*a*b* colour."""
+    stage (``l2``), bilinear to the first stage's grid, then ``colour`` × the cells' L*a*b* colour.
+    ``mean``/``std``: the network's input normalisation (EfficientNet-Lite: 0.5 / 0.5)."""
     x = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    t = ((torch.from_numpy(x).permute(2, 0, 1)[None]) - 0.5) / 0.5
+    t = (torch.from_numpy(x).permute(2, 0, 1)[None] - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
         feats = backbone(t)
     out = []
@@ -153,6 +155,35 @@ def test_raw_map_and_calibration_match_an_independent_derivation(tmp_path: Path,
     worst.patchcore.calibration_statistic = "worst"
     det.retune(worst)
     assert det.threshold == pytest.approx(p.calibration_margin * max(loo), rel=5e-3)
+
+
+def test_wide_resnet50_backbone_follows_patchcores_reference_layers(tmp_path: Path) -> None:
+    """PatchCore's own backbone, WideResNet50-2 (a site installs its weights into the model store), at the
+    paper's stages 2+3 (strides 8 and 16) with raw features: the bank and the map equal the independent
+    derivation on a tiny random-initialised instance of the architecture (one bottleneck per stage),
+    fed with ImageNet's mean and std."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model("wide_resnet50_2", pretrained=False, features_only=True, out_indices=(1, 2, 3),
+                            layers=[1, 1, 1, 1]).eval()
+    hub = ModelHub(device="cpu", precision="fp32")
+    hub.provide("backbone", net, "wide_resnet50_2")
+    refs = [texture("brick", 0, 0), texture("brick", 200, 180)]
+    query = texture("brick", 300, 40)
+    prof = make_profile(tmp_path, refs, backbone="wide_resnet50_2", layers=[2, 3], feature_norm="none",
+                        colour_weight=0.0, memory="global", search="exact")
+    assert PatchCoreDetector.required_models(prof) == [("backbone", "wide_resnet50_2")]
+    det = PatchCoreDetector()
+    det.prepare(prof, hub)
+    imagenet = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    grids = [naive_grid(net, im, [2, 3], 3, False, **imagenet) for im in refs]
+    h, w, d = grids[0].shape
+    assert (h, w, d) == (SIZE // 8, SIZE // 8, 512 + 1024)
+    bank = np.concatenate([g.reshape(-1, d) for g in grids])
+    np.testing.assert_allclose(np.sort(det.bank.numpy(), 0), np.sort(bank, 0), rtol=1e-4, atol=1e-4)
+    want = naive_nn(naive_grid(net, query, [2, 3], 3, False, **imagenet).reshape(-1, d), bank).reshape(h, w)
+    np.testing.assert_allclose(det.analyse(query).raw_map, resize_map(want.astype(np.float32), (SIZE, SIZE)),
+                               rtol=1e-3, atol=1e-3)
 
 
 def test_planted_stain_lights_up_and_fails_while_good_texture_passes(tmp_path: Path, hub: ModelHub) -> None:

@@ -14,10 +14,13 @@ from inspector.params.base import Params
 
 
 class PatchCoreParams(Params):
-    backbone: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = Field(
+    backbone: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "wide_resnet50_2"] = Field(
         "efficientnet_lite0",
         description="model-store key of the ImageNet CNN whose mid-level features describe each patch "
-        "(lite0 ships with Inspector; lite1/lite2 with the `backbones` extra)",
+        "(lite0 ships with Inspector; lite1/lite2 with the `backbones` extra; wide_resnet50_2, PatchCore's own "
+        "backbone, once a site has installed its weights (`inspector models import` from the offline bundle, or "
+        "`inspector models download wide_resnet50_2`), with "
+        "layers [2, 3] as in the paper)",
     )
     layers: list[int] = Field(
         [1, 2], min_length=1, max_length=3,

@@ -265,3 +265,51 @@ def test_from_store_uses_the_arch_config_tokenizer_preprocessing_and_quick_gelu(
 
     with pytest.raises(ValueError, match=r"^model store entry 'bad': the checkpoint does not fit"):
         ClipModel.from_store(store, "bad", CPU, torch.float32)
+
+
+def test_from_store_takes_mean_std_and_quick_gelu_from_the_weights_tag(tmp_path, monkeypatch):
+    """Weights published under an open_clip pretrained tag carry their own normalisation and
+    activation (SigLIP's webli: mean = std = 0.5; OpenAI's: QuickGELU). A tag registered in open_clip's
+    own pretrained table, for an arch whose config says neither, must reach the wrapper; the entry's
+    ``options`` still outrank it."""
+    arch_dir = tmp_path / "arch"
+    arch_dir.mkdir()
+    model_cfg = {"embed_dim": 16,
+                 "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (arch_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    arch = f"local-dir:{arch_dir}"
+    mean, std = np.array([0.5, 0.5, 0.5]), np.array([0.5, 0.5, 0.5])
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, arch,
+                        {"site_tag": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "quick_gelu": True}})
+    torch.manual_seed(9)
+    saved = open_clip.create_model(arch, pretrained=None, force_quick_gelu=True).eval()
+    root = tmp_path / "models"
+    (root / "oc").mkdir(parents=True)
+    torch.save(saved.state_dict(), root / "oc" / "oc.pt")
+    sha = _sha(root / "oc" / "oc.pt")
+    entries = {"tagged": {"kind": "clip", "arch": arch, "tag": "site-tag", "licence": "test", "size_mb": 0.1,
+                          "files": {"oc.pt": {"sha256": sha}}},
+               "overridden": {"kind": "clip", "arch": arch, "tag": "site-tag", "licence": "test", "size_mb": 0.1,
+                              "options": {"quick_gelu": False}, "files": {"oc.pt": {"sha256": sha}}},
+               "untagged": {"kind": "clip", "arch": arch, "licence": "test", "size_mb": 0.1,
+                            "files": {"oc.pt": {"sha256": sha}}}}
+    for k in ("tagged", "overridden", "untagged"):
+        (root / k).mkdir(exist_ok=True)
+        (root / k / "oc.pt").write_bytes((root / "oc" / "oc.pt").read_bytes())
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": entries}), encoding="utf-8")
+    store = ModelStore(root, tmp_path / "models.yaml")
+    img = _image(40, 52, 6)
+
+    clip = ClipModel.from_store(store, "tagged", CPU, torch.float32)
+    assert type(clip.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+    x = clip.preprocess(img, 32)
+    np.testing.assert_allclose(x[0].numpy(), _ref_preprocess(img, 32, mean, std), atol=1e-5)
+    np.testing.assert_allclose(clip.encode_image(x).numpy(), _ref_image(copy.deepcopy(saved).double(), x),
+                               atol=2e-6, rtol=0)
+    over = ClipModel.from_store(store, "overridden", CPU, torch.float32)
+    assert type(over.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "GELU"
+    plain = ClipModel.from_store(store, "untagged", CPU, torch.float32)  # arch config only: OpenAI's
+    assert type(plain.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "GELU"
+    np.testing.assert_allclose(plain.preprocess(img, 32)[0].numpy(), _ref_preprocess(img, 32, OPENAI_MEAN, OPENAI_STD),
+                               atol=1e-5)

@@ -106,12 +106,14 @@ class ClipModel:
         entry = store.entry(key)
         options = dict(getattr(entry, "options", None) or {})
         raw = store.load_state_dict(key)  # first: a missing file fails before the ViT is built
-        model = open_clip.create_model(
-            entry.arch, pretrained=None, force_quick_gelu=bool(options.get("quick_gelu", False))
-        )
+        # the weights' own settings (open_clip's pretrained table for arch + tag: SigLIP's 0.5 mean,
+        # OpenAI's QuickGELU) outrank the architecture's; the entry's options outrank both
+        tagged = open_clip.get_pretrained_cfg(entry.arch, entry.tag) if entry.tag else {}
+        quick = options.get("quick_gelu", tagged.get("quick_gelu", False))
+        model = open_clip.create_model(entry.arch, pretrained=None, force_quick_gelu=bool(quick))
         load_open_clip_state(model, raw, f"model store entry {key!r}")
         tokenizer = open_clip.get_tokenizer(entry.arch)
-        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        cfg = {**(getattr(model.visual, "preprocess_cfg", {}) or {}), **tagged}
         return cls(model, device, dtype, key, tokenizer,
                    tuple(cfg.get("mean", OPENAI_MEAN)), tuple(cfg.get("std", OPENAI_STD)))
 

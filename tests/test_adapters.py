@@ -123,6 +123,7 @@ def test_from_module_accepts_module_state_and_dataparallel_prefix(clip):
         (lambda s: [s.pop("fc.0.weight"), s.pop("fc.0.bias")], "fc.0.weight missing"),
         (lambda s: s.update({"fc.2.weight": torch.zeros(8, 64)}), "one shape"),
         (lambda s: s.clear(), "no fc"),
+        (lambda s: s.update({3: torch.zeros(1)}), r"^adapter\.pth: key 3 is a int, expected a parameter name$"),
     ],
 )
 def test_bad_checkpoints_say_what_is_wrong(clip, mutate, message):

@@ -46,6 +46,8 @@ def adapter_state_dict(checkpoint: Mapping[str, Any], source: str = "adapter che
         raise AdapterError(f"{source}: {CHECKPOINT_KEY!r} is a {type(state).__name__}, expected a state dict")
     cleaned: dict[str, torch.Tensor] = {}
     for name, value in state.items():
+        if not isinstance(name, str):
+            raise AdapterError(f"{source}: key {name!r} is a {type(name).__name__}, expected a parameter name")
         name = name[len("module."):] if name.startswith("module.") else name
         if not _FC_KEY.match(name):
             raise AdapterError(

@@ -674,6 +674,26 @@ def test_download_never_follows_a_symlink_planted_at_the_part_name(
     assert server.requests[-1].range is None  # the planted link was not taken as a partial download
 
 
+def test_a_link_planted_between_removing_the_part_and_creating_it_is_not_followed(
+    store: ModelStore, fake: FakeModels, server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the exclusive, no-follow create guards: someone plants a link at the part's name after the
+    stale part was removed. The download fails and the link's target is untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    real_unlink = Path.unlink
+
+    def unlink_then_plant(self: Path, missing_ok: bool = False) -> None:
+        real_unlink(self, missing_ok=missing_ok)
+        if self.name == "alpha.pth.part":
+            self.symlink_to(victim)
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_plant)
+    with pytest.raises(store_mod.ModelDownloadError, match="File exists"):
+        store.download("alpha", base_url=server.url)
+    assert victim.read_text() == "precious"
+
+
 def test_weights_only_refusal_is_the_projects_message_whatever_torch_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,8 +61,9 @@ def _open_part(part: Path, append: bool) -> IO[bytes]:
     if append:
         fd = os.open(part, os.O_WRONLY | os.O_APPEND | nofollow)
     else:
-        if _part_offset(part):
-            part.unlink()
+        # whatever is there goes: a stale part, an empty one (a transfer cut before its first byte), a
+        # planted link (unlink removes the link, never its target)
+        part.unlink(missing_ok=True)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
     if not stat.S_ISREG(os.fstat(fd).st_mode):  # pragma: no cover - O_NOFOLLOW already refused links
         os.close(fd)

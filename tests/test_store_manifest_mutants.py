@@ -23,7 +23,7 @@ BASE = {"kind": "sam", "arch": "x", "licence": "MIT", "size_mb": 1, "files": {"a
 
 def _write(tmp_path: Path, models: object, text: str | None = None) -> Path:
     path = tmp_path / "models.yaml"
-    path.write_text(text if text is not None else yaml.safe_dump({"models": models}), encoding="utf-8")
+    path.write_text(text if text is not None else yaml.safe_dump({"models": models}, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -239,6 +239,27 @@ def test_not_utf8_manifest_is_reported_as_unreadable(tmp_path: Path) -> None:
     assert load_manifest(path)["a"].description == "Prüfstand 検査"
 
 
+def test_manifest_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """A station whose locale is not UTF-8 (C / ASCII here, cp1252 on Windows) reads the same manifest."""
+    import os
+    import subprocess
+
+    import inspector
+
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": {"a": _entry(description="Prüfstand 検査")}}, allow_unicode=True),
+                    encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": str(Path(inspector.__file__).parents[1]), "PYTHONIOENCODING": "utf-8"}
+    code = ("import locale, sys; from inspector.models.store.manifest import load_manifest; "
+            "print(locale.getpreferredencoding(False)); print(load_manifest(sys.argv[1])['a'].description)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True,
+                         encoding="utf-8", timeout=60)
+    assert out.returncode == 0, out.stderr
+    encoding, description = out.stdout.splitlines()
+    assert encoding.lower() not in ("utf-8", "utf8") and description == "Prüfstand 検査"
+
+
 @pytest.mark.parametrize("key", ["Bad", "9-x", "_x", "a.b", "ä"])
 def test_keys_are_lower_case_identifiers(tmp_path: Path, key: str) -> None:
     path = _write(tmp_path, {"good_1": BASE, key: BASE})
@@ -279,6 +300,7 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (pkg / "data").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "data" / "w.bin").write_bytes(b"weights")
+    (pkg / "data" / "v1:w.bin").write_bytes(b"weights")
     (pkg / "sub").mkdir()
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "s.bin").write_bytes(b"s")
@@ -293,6 +315,7 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_packaged_file_finds_the_file_without_importing(package: Path) -> None:
     assert packaged_file("storepkg_mut:data/w.bin") == package / "data" / "w.bin"
     assert "storepkg_mut" not in sys.modules
+    assert packaged_file("storepkg_mut:data/v1:w.bin") == package / "data" / "v1:w.bin"  # split at the first ':'
     assert packaged_file("storepkg_mut:data/absent.bin") is None
     assert packaged_file("storepkg_mut:data") is None  # a folder is not a file
     assert packaged_file("storemod_mut:data/w.bin") is None  # a plain module holds no files

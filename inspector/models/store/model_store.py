@@ -216,7 +216,7 @@ class ModelStore(BundleImport, Downloads):
         size = path.stat().st_size
         want = entry.file_bytes.get(file)
         if want is not None and size != want:  # cheap: no hashing needed to see a truncated file
-            return FileCheck(key, file, path, "corrupt", f"size {size} bytes, expected {want}")
+            return FileCheck(key, file, path, "corrupt", f"size {size} bytes, expected {want} (incomplete copy or download?)")
         try:
             sha = self._sha256(key, file, path, full, progress)
         except OSError as exc:
@@ -306,6 +306,9 @@ class ModelStore(BundleImport, Downloads):
                 if (self.root / key / f).is_file():
                     return f
             return group[0]
+        if not weights:
+            raise ValueError(f"model {key!r} lists no checkpoint file (none ends in {', '.join(WEIGHT_SUFFIXES)}); "
+                             "pass file=, or set default_file in its manifest entry")
         raise ValueError(f"model {key!r} holds several checkpoints ({', '.join(weights)}); pass file=")
 
     # ------------------------------------------------------------------ loading

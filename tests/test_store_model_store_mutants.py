@@ -35,6 +35,7 @@ from inspector.models.store import (
 )
 from inspector.models.store import model_store as ms
 from tests.support.fake_models import FakeModels, install_all, make_fake_models
+from tests.test_store import fake, store  # noqa: F401  (fixtures)
 
 KEY = bytes(range(100, 132))
 LOGGER = "inspector.models.store"
@@ -53,14 +54,6 @@ def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeModels:
-    return make_fake_models(tmp_path / "manifest")
-
-
-@pytest.fixture
-def store(tmp_path: Path, fake: FakeModels) -> ModelStore:
-    return ModelStore(tmp_path / "models", manifest_path=fake.manifest)
 
 
 @pytest.fixture

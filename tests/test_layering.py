@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _loggers_kept() -> Iterator[None]:
+    """import-linter's CLI configures logging with ``dictConfig``, which disables every logger that
+    exists at that moment (``disable_existing_loggers``): later tests that read the project's log
+    lines would see none. Put every logger back as it was."""
+    loggers = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = {id(lg): lg.disabled for lg in loggers}
+    yield
+    for lg in loggers:
+        lg.disabled = disabled[id(lg)]
 
 
 def test_import_contracts_hold(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

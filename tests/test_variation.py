@@ -83,8 +83,6 @@ def make_profile(folder: Path, shots: list[np.ndarray], **variation) -> ProductP
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("INSPECTOR_HOME", str(home))
-    # a settings file of its own (none): a cache_dir written by another test cannot move the cache
-    monkeypatch.setenv("INSPECTOR_CONFIG", str(home / "config" / "settings.yaml"))
     monkeypatch.delenv("INSPECTOR_CACHE_DIR", raising=False)
     return home
 

@@ -49,15 +49,18 @@ def hub() -> ModelHub:
     return ModelHub(device="cpu", precision="fp32")
 
 
-def make_profile(tmp: Path, refs: list[np.ndarray], **patchcore: object) -> ProductProfile:
+def make_profile(tmp: Path, refs: list[np.ndarray], defaults: dict[str, object] | None = None,
+                 obj: str = "brick wall", **patchcore: object) -> ProductProfile:
+    """A patchcore profile in ``tmp`` with ``refs`` written as its reference shots; ``defaults``
+    (here: SIZE px, no augmentation, no tiling) under the given ``patchcore`` settings."""
     (tmp / "references").mkdir(parents=True, exist_ok=True)
     names = []
     for i, im in enumerate(refs):
         write_png(tmp / "references" / f"{i:03d}.png", im)
         names.append(f"references/{i:03d}.png")
-    settings = {"input_size": SIZE, "augment": "none", "tiling": "off", **patchcore}
-    return ProductProfile(name="t", object="brick wall", reference_shots=names, pipeline="patchcore",
-                          patchcore=settings).with_folder(tmp)
+    base = {"input_size": SIZE, "augment": "none", "tiling": "off"} if defaults is None else defaults
+    return ProductProfile(name="t", object=obj, reference_shots=names, pipeline="patchcore",
+                          patchcore={**base, **patchcore}).with_folder(tmp)
 
 
 # ----------------------------------------------------------------------------- independent maths

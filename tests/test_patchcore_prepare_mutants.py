@@ -40,9 +40,9 @@ from inspector.detect.patchcore.index import build_index, probe_nearest
 from inspector.detect.patchcore.memory import greedy_coreset, place_agreement
 from inspector.detect.patchcore.tiling import tile_grid
 from inspector.detect.registration import ALIGN_SIZE, align_image, estimate_pose, scale_pose
-from inspector.imaging import write_png
 from inspector.models.hub import ModelHub
 from inspector.profile import ProductProfile
+from tests.test_patchcore import make_profile as patchcore_profile
 from tests.test_patchcore_detector_mutants import naive_gaussian, naive_weight
 from tests.test_patchcore_foreground import washer
 from tests.test_patchcore_mutants import naive_bilinear
@@ -195,13 +195,7 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make_profile(tmp: Path, refs: list[np.ndarray], **patchcore: object) -> ProductProfile:
-    (tmp / "references").mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, im in enumerate(refs):
-        write_png(tmp / "references" / f"{i:03d}.png", im)
-        names.append(f"references/{i:03d}.png")
-    return ProductProfile(name="t", object="part", reference_shots=names, pipeline="patchcore",
-                          patchcore={**PLAIN, **patchcore}).with_folder(tmp)
+    return patchcore_profile(tmp, refs, defaults=PLAIN, obj="part", **patchcore)
 
 
 def noise(seed: int, h: int = SIZE, w: int = SIZE) -> np.ndarray:

@@ -38,6 +38,7 @@ from inspector.models.store.verify import (
     _record_mac,
     _record_trusted,
     _signature,
+    _size_mismatch,
 )
 from inspector.progress import Progress
 
@@ -214,9 +215,9 @@ class ModelStore(BundleImport, Downloads):
         if not path.is_file():
             return FileCheck(key, file, path, "corrupt", "is not a regular file")
         size = path.stat().st_size
-        want = entry.file_bytes.get(file)
-        if want is not None and size != want:  # cheap: no hashing needed to see a truncated file
-            return FileCheck(key, file, path, "corrupt", f"size {size} bytes, expected {want} (incomplete copy or download?)")
+        wrong_size = _size_mismatch(entry, file, size)
+        if wrong_size is not None:  # cheap: no hashing needed to see a truncated file
+            return FileCheck(key, file, path, "corrupt", wrong_size)
         try:
             sha = self._sha256(key, file, path, full, progress)
         except OSError as exc:

@@ -69,14 +69,22 @@ def _short(digest: str | None) -> str:
     return (digest[:12] + "…") if digest and len(digest) > 12 else (digest or "?")
 
 
+def _size_mismatch(entry: ModelEntry, file: str, size: int) -> str | None:
+    """Why ``size`` is not the manifest's listed size for ``file``, or None (also None when none is listed)."""
+    want = entry.file_bytes.get(file)
+    if want is not None and size != want:
+        return f"size {size} bytes, expected {want} (incomplete copy or download?)"
+    return None
+
+
 def _mismatch(
     entry: ModelEntry, file: str, size: int, sha: str | None, path: Path | None, git_sha1: str | None = None
 ) -> str | None:
     """Why the file does not match the manifest, or None. Hashes ``path`` for git ids if needed
     (unless ``git_sha1``, computed while streaming, is given)."""
-    want = entry.file_bytes.get(file)
-    if want is not None and size != want:
-        return f"size {size} bytes, expected {want} (incomplete copy or download?)"
+    wrong_size = _size_mismatch(entry, file, size)
+    if wrong_size is not None:
+        return wrong_size
     if size == 0:
         return "empty file"
     exp = entry.sha256.get(file)

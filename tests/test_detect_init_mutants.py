@@ -3,7 +3,6 @@ registration replaces and restores)."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 
@@ -16,6 +15,7 @@ from inspector.detect import (
     registered_detector,
 )
 from inspector.detect.base import Detector
+from tests.support.checks import exact
 from tests.support.diff_detector import RefDiffDetector
 
 BUILT_IN = ["clipsam", "fade", "patchcore", "saa", "variation"]
@@ -23,10 +23,6 @@ BUILT_IN = ["clipsam", "fade", "patchcore", "saa", "variation"]
 
 class _Other(RefDiffDetector):
     pass
-
-
-def _exact(msg: str) -> str:
-    return f"^{re.escape(msg)}$"
 
 
 def test_built_in_pipelines_and_their_classes() -> None:
@@ -43,9 +39,9 @@ def test_built_in_pipelines_and_their_classes() -> None:
 @pytest.mark.parametrize("name", ["nope", "", "Fade"])
 def test_unknown_pipeline_message(name: str) -> None:
     msg = f"unknown pipeline {name!r}; choose one of clipsam, fade, patchcore, saa, variation"
-    with pytest.raises(ValueError, match=_exact(msg)):
+    with pytest.raises(ValueError, match=exact(msg)):
         detector_class(name)
-    with pytest.raises(ValueError, match=_exact(msg)):
+    with pytest.raises(ValueError, match=exact(msg)):
         create_detector(name)
 
 
@@ -68,7 +64,7 @@ def test_class_and_lazy_registrations() -> None:
 @pytest.mark.parametrize("name", ["RefDiff", "", "ref diff", "9lives", "_x", "-x", "a.b", "ab!", "é", 5, None])
 def test_bad_names(name) -> None:
     msg = f"pipeline name {name!r}: use lower-case letters, digits, '_' or '-', starting with a letter"
-    with pytest.raises(ValueError, match=_exact(msg)):
+    with pytest.raises(ValueError, match=exact(msg)):
         register_detector(name, RefDiffDetector)
     assert available_pipelines() == BUILT_IN
 
@@ -77,7 +73,7 @@ def test_bad_names(name) -> None:
                                     "tests.support:", "a:b:c", ":", ""])
 def test_bad_module_paths(target: str) -> None:
     msg = f"detector {target!r} for pipeline 'x': give 'package.module:Class'"
-    with pytest.raises(ValueError, match=_exact(msg)):
+    with pytest.raises(ValueError, match=exact(msg)):
         register_detector("x", target)
     assert available_pipelines() == BUILT_IN
 
@@ -85,7 +81,7 @@ def test_bad_module_paths(target: str) -> None:
 @pytest.mark.parametrize("target", [object, RefDiffDetector(), 3, None, Detector.__init__])
 def test_not_a_detector(target) -> None:
     msg = f"detector for pipeline 'x' must be a Detector subclass or 'package.module:Class', not {target!r}"
-    with pytest.raises(TypeError, match=_exact(msg)):
+    with pytest.raises(TypeError, match=exact(msg)):
         register_detector("x", target)
     assert available_pipelines() == BUILT_IN
 
@@ -93,9 +89,9 @@ def test_not_a_detector(target) -> None:
 def test_already_registered_names_the_current_target() -> None:
     msg = ("pipeline 'fade' is already registered (inspector.detect.fade:FadeDetector); "
            "pass replace=True to replace it")
-    with pytest.raises(ValueError, match=_exact(msg)):
+    with pytest.raises(ValueError, match=exact(msg)):
         register_detector("fade", RefDiffDetector)
-    with pytest.raises(ValueError, match=_exact(msg)):
+    with pytest.raises(ValueError, match=exact(msg)):
         register_detector("fade", RefDiffDetector, replace=False)
 
     class Local(RefDiffDetector):
@@ -104,7 +100,7 @@ def test_already_registered_names_the_current_target() -> None:
     with registered_detector("loc", Local):
         msg = (f"pipeline 'loc' is already registered ({__name__}:"
                "test_already_registered_names_the_current_target.<locals>.Local); pass replace=True to replace it")
-        with pytest.raises(ValueError, match=_exact(msg)):
+        with pytest.raises(ValueError, match=exact(msg)):
             register_detector("loc", RefDiffDetector)
     assert available_pipelines() == BUILT_IN
 

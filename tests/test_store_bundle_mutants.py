@@ -8,7 +8,6 @@ import errno
 import hashlib
 import io
 import logging
-import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -20,25 +19,14 @@ import yaml
 from inspector.models.store import bundle as bundle_mod
 from inspector.models.store import download as download_mod
 from inspector.models.store import BundleRejectedError, ModelCorruptError, ModelStore, ModelStoreError
+from tests.support.checks import exact, pattern_bytes, sha256_hex
 from tests.support.fake_models import git_blob_id
 
 STORE_LOG = "inspector.models.store"
 
 
-def _data(tag: str, n: int) -> bytes:
-    return (tag.encode() * n)[:n]
-
-
-A, X, Y, G = _data("a", 25), _data("x", 40), _data("y", 30), _data("g", 20)
-W1, W2 = _data("1", 10), _data("2", 12)
-
-
-def _sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
-def _exact(msg: str) -> str:
-    return f"^{re.escape(msg)}$"
+A, X, Y, G = pattern_bytes("a", 25), pattern_bytes("x", 40), pattern_bytes("y", 30), pattern_bytes("g", 20)
+W1, W2 = pattern_bytes("1", 10), pattern_bytes("2", 12)
 
 
 def _entry(files: dict[str, dict]) -> dict:
@@ -49,11 +37,11 @@ def _entry(files: dict[str, dict]) -> dict:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
     monkeypatch.setattr(bundle_mod, "CHUNK", 16)
     models = {
-        "one": _entry({"a.pth": {"sha256": _sha(A), "bytes": len(A)}}),
-        "two": _entry({"x.bin": {"sha256": _sha(X), "bytes": len(X)}, "y.bin": {"sha256": _sha(Y)}}),
+        "one": _entry({"a.pth": {"sha256": sha256_hex(A), "bytes": len(A)}}),
+        "two": _entry({"x.bin": {"sha256": sha256_hex(X), "bytes": len(X)}, "y.bin": {"sha256": sha256_hex(Y)}}),
         "gitk": _entry({"g.pth": {"git_blob_sha1": git_blob_id(G)}}),
-        "dup1": _entry({"w.pth": {"sha256": _sha(W1)}}),
-        "dup2": _entry({"w.pth": {"sha256": _sha(W2)}}),
+        "dup1": _entry({"w.pth": {"sha256": sha256_hex(W1)}}),
+        "dup2": _entry({"w.pth": {"sha256": sha256_hex(W2)}}),
     }
     (tmp_path / "m").mkdir()
     manifest = tmp_path / "m" / "models.yaml"
@@ -135,10 +123,10 @@ def test_not_a_bundle(tmp_path: Path, store: ModelStore) -> None:
     src = tmp_path / "file.bin"
     src.write_bytes(b"neither zip nor tar" * 40)
     msg = f"{src}: not a folder, a .zip or a .tar[.gz] archive; nothing imported"
-    with pytest.raises(ModelStoreError, match=_exact(msg)):
+    with pytest.raises(ModelStoreError, match=exact(msg)):
         with bundle_mod._bundle(src):
             pass  # pragma: no cover
-    with pytest.raises(ModelStoreError, match=_exact(msg)):
+    with pytest.raises(ModelStoreError, match=exact(msg)):
         store.import_from(src)
 
 
@@ -157,7 +145,7 @@ def test_nested_folder_import_progress_records_and_logs(store: ModelStore, tmp_p
     for rel, data in NESTED.items():
         assert (store.root / rel).read_bytes() == data
         rec = store.records()[rel]
-        assert rec["sha256"] == _sha(data) and rec["source"] == f"import:{src}"
+        assert rec["sha256"] == sha256_hex(data) and rec["source"] == f"import:{src}"
     msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == STORE_LOG]
     assert msgs == [(logging.INFO, f"installed {rel} from import:{src}") for rel in NESTED]
     assert sorted(p.name for p in store.root.rglob("*") if p.is_file()) == [".installed.lock", "a.pth", "installed.json", "x.bin", "y.bin"]
@@ -172,12 +160,12 @@ def test_import_without_progress_and_from_a_home_path(store: ModelStore, tmp_pat
 
 
 def test_missing_source_and_nothing_known(store: ModelStore, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=_exact(f"{tmp_path / 'absent'}: no such folder or archive")):
+    with pytest.raises(FileNotFoundError, match=exact(f"{tmp_path / 'absent'}: no such folder or archive")):
         store.import_from(tmp_path / "absent")
     src = _folder(tmp_path / "junk", {"notes.txt": b"x", "one/b.pth": b"y"})
     msg = (f"{src}: no known model file found (expected <key>/<file> or the files' own names, "
            "e.g. one/a.pth); see `inspector models list`")
-    with pytest.raises(ModelStoreError, match=_exact(msg)):
+    with pytest.raises(ModelStoreError, match=exact(msg)):
         store.import_from(src)
 
 
@@ -239,7 +227,7 @@ def test_rejected_files_are_listed_after_the_good_ones_are_in(store: ModelStore,
         store.import_from(src, progress=lambda f, m: seen.append(f))
     gh = hashlib.sha1(b"blob 20\0" + b"h" * 20).hexdigest()
     failures = [f"gitk/g.pth: git blob id {gh[:12]}… does not match the published {git_blob_id(G)[:12]}…",
-                f"two/x.bin: sha256 {_sha(bad_x)[:12]}… does not match the published sha256 {_sha(X)[:12]}…"]
+                f"two/x.bin: sha256 {sha256_hex(bad_x)[:12]}… does not match the published sha256 {sha256_hex(X)[:12]}…"]
     assert err.value.failures == failures and err.value.imported == ["one", "two"]
     assert str(err.value) == f"{src}: imported one, two; 2 file(s) rejected:\n  " + "\n  ".join(failures)
     assert seen[-1] == 1.0 and seen[-2] == pytest.approx(1.0)  # y.bin, the last member, ends at 115/115
@@ -251,7 +239,7 @@ def test_rejected_files_are_listed_after_the_good_ones_are_in(store: ModelStore,
 def test_git_blob_entries_are_verified_while_copying(store: ModelStore, tmp_path: Path) -> None:
     src = _folder(tmp_path / "b", {"gitk/g.pth": G})
     assert store.import_from(src) == ["gitk"]
-    assert store.records()["gitk/g.pth"]["sha256"] == _sha(G)
+    assert store.records()["gitk/g.pth"]["sha256"] == sha256_hex(G)
     assert store.status("gitk") == "installed"
 
 
@@ -319,12 +307,12 @@ def test_the_store_onto_itself_is_verified_in_place(store: ModelStore, tmp_path:
     with pytest.raises(BundleRejectedError) as err:
         store.import_from(store.root, progress=lambda f, m: seen.append((f, m)))
     assert err.value.failures == [
-        f"two/y.bin: sha256 {_sha(b'w' * 30)[:12]}… does not match the published sha256 {_sha(Y)[:12]}…"]
+        f"two/y.bin: sha256 {sha256_hex(b'w' * 30)[:12]}… does not match the published sha256 {sha256_hex(Y)[:12]}…"]
     assert err.value.imported == ["gitk", "one", "two"]
     assert (store.root / "two" / "y.bin").read_bytes() == b"w" * 30  # verified, not removed
     for rel, data in (("one/a.pth", A), ("gitk/g.pth", G)):
         assert store.records()[rel]["source"] == f"import:{store.root}"
-        assert store.records()[rel]["sha256"] == _sha(data)
+        assert store.records()[rel]["sha256"] == sha256_hex(data)
     assert "two/y.bin" not in store.records()
     assert seen == [(20 / 115, "importing gitk/g.pth"), (45 / 115, "importing one/a.pth"),
                     (85 / 115, "importing two/x.bin"), (1.0, "importing two/y.bin"), (1.0, "import finished")]
@@ -336,7 +324,7 @@ def test_a_corrupt_file_verified_in_place_names_its_key(store: ModelStore) -> No
     with pytest.raises(ModelCorruptError) as err:
         store._install_member(store.entry("one"), "a.pth", member, "s", lambda n: None)
     assert err.value.key == "one" and err.value.path == dest
-    assert err.value.detail == f"sha256 {_sha(b'z' * 25)[:12]}… does not match the published sha256 {_sha(A)[:12]}…"
+    assert err.value.detail == f"sha256 {sha256_hex(b'z' * 25)[:12]}… does not match the published sha256 {sha256_hex(A)[:12]}…"
     assert dest.read_bytes() == b"z" * 25
 
 
@@ -357,7 +345,7 @@ def test_disk_errors_while_copying(store: ModelStore, monkeypatch: pytest.Monkey
     failure.append(OSError(errno.ENOSPC, "No space left on device"))
     msg = (f"{dest}: no space left on the disk holding {dest.parent} (No space left on device); "
            "free space there (or point the setting at another disk) and retry")
-    with pytest.raises(ModelStoreError, match=_exact(msg)) as err:
+    with pytest.raises(ModelStoreError, match=exact(msg)) as err:
         store._install_member(store.entry("one"), "a.pth", _member("a.pth", 25, A, []), "s", lambda n: None)
     assert type(err.value) is ModelStoreError and err.value.__cause__ is failure[0]
     failure[0] = OSError(errno.EIO, "Input/output error")

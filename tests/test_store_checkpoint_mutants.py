@@ -21,6 +21,7 @@ import torch
 
 from inspector.models.store import CheckpointRefusedError, ModelCorruptError, ModelEntry
 from inspector.models.store import checkpoint as ck
+from tests.support.checks import torch_bytes
 
 FIX = ("`inspector models download k`, or on a station without internet "
        "`inspector models import <bundle folder or archive>`")
@@ -43,12 +44,6 @@ def _refused(path: Path, types: str, where: str, allows: str) -> str:
             f"({where} allows {allows}); nothing from the file was executed. If the file is genuine (its sha256 "
             f"matched the manifest), report the type(s) and the entry 'k' to the Inspector maintainers; otherwise "
             f"replace it with {FIX}.")
-
-
-def _torch_bytes(obj: object, **kw: object) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf, **kw)  # type: ignore[arg-type]
-    return buf.getvalue()
 
 
 class Gadget:
@@ -147,11 +142,11 @@ def test_pickle_globals_of_a_real_checkpoint(tmp_path: Path) -> None:
     import argparse
 
     p = tmp_path / "x.pth"
-    p.write_bytes(_torch_bytes({"w": torch.ones(1), "args": argparse.Namespace(a=1), "g": Gadget()}))
+    p.write_bytes(torch_bytes({"w": torch.ones(1), "args": argparse.Namespace(a=1), "g": Gadget()}))
     assert ck._pickle_globals(p) == ["torch._utils._rebuild_tensor_v2", "torch.FloatStorage", "collections.OrderedDict",
                                      "argparse.Namespace", GADGET]
     legacy = tmp_path / "legacy.pth"
-    legacy.write_bytes(_torch_bytes({"g": Gadget()}, _use_new_zipfile_serialization=False))
+    legacy.write_bytes(torch_bytes({"g": Gadget()}, _use_new_zipfile_serialization=False))
     assert ck._pickle_globals(legacy) == [GADGET]
 
 
@@ -344,7 +339,7 @@ def test_weights_only_load_with_mmap_for_zip_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zip_format: bool, debug_log: pytest.LogCaptureFixture
 ) -> None:
     p = tmp_path / "w.pth"
-    p.write_bytes(_torch_bytes({"w": torch.arange(4.0)}, _use_new_zipfile_serialization=zip_format))
+    p.write_bytes(torch_bytes({"w": torch.arange(4.0)}, _use_new_zipfile_serialization=zip_format))
     calls: list[dict[str, object]] = []
     real = torch.load
     monkeypatch.setattr(torch, "load", lambda f, **kw: calls.append({"f": f, **kw}) or real(f, **kw))
@@ -359,7 +354,7 @@ def test_weights_only_load_with_mmap_for_zip_files(
 
 def test_map_location_is_passed_on(tmp_path: Path) -> None:
     p = tmp_path / "w.pth"
-    p.write_bytes(_torch_bytes({"w": torch.arange(4.0)}))
+    p.write_bytes(torch_bytes({"w": torch.arange(4.0)}))
     out = ck._load_checkpoint(_entry(), p, "meta")
     assert out["w"].device.type == "meta" and out["w"].shape == (4,)
 
@@ -368,7 +363,7 @@ def test_safe_globals_are_allowed_only_when_listed(tmp_path: Path) -> None:
     import argparse
 
     p = tmp_path / "w.pth"
-    p.write_bytes(_torch_bytes({"w": torch.ones(2), "args": argparse.Namespace(lr=0.5)}))
+    p.write_bytes(torch_bytes({"w": torch.ones(2), "args": argparse.Namespace(lr=0.5)}))
     out = ck._load_checkpoint(_entry(safe_globals=["argparse.Namespace"]), p, "cpu")
     assert out["args"] == argparse.Namespace(lr=0.5) and torch.equal(out["w"], torch.ones(2))
     with pytest.raises(CheckpointRefusedError) as err:
@@ -378,7 +373,7 @@ def test_safe_globals_are_allowed_only_when_listed(tmp_path: Path) -> None:
 
 def test_arbitrary_objects_are_refused_and_logged(tmp_path: Path, debug_log: pytest.LogCaptureFixture) -> None:
     p = tmp_path / "evil.pth"
-    p.write_bytes(_torch_bytes({"w": torch.ones(1), "g": Gadget()}))
+    p.write_bytes(torch_bytes({"w": torch.ones(1), "g": Gadget()}))
     m = tmp_path / "models.yaml"
     with pytest.raises(CheckpointRefusedError) as err:
         ck._load_checkpoint(_entry(safe_globals=["argparse.Namespace"]), p, "cpu", m)
@@ -418,7 +413,7 @@ def test_refusal_without_globals_in_the_file_uses_the_error(tmp_path: Path, monk
 
 def test_refusal_with_globals_but_torchs_other_wording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "evil.pth"
-    p.write_bytes(_torch_bytes({"g": Gadget()}))
+    p.write_bytes(torch_bytes({"g": Gadget()}))
     monkeypatch.setattr(torch, "load", _raising_load("Weights only load failed. Re-running with weights_only=False"))
     with pytest.raises(CheckpointRefusedError) as err:
         ck._load_checkpoint(_entry(), p, "cpu")
@@ -444,7 +439,7 @@ def test_unreadable_checkpoint_names_the_first_line(tmp_path: Path, data: bytes,
                                  zipfile.BadZipFile("bad")])
 def test_each_read_error_is_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
     p = tmp_path / "w.pth"
-    p.write_bytes(_torch_bytes({"w": torch.ones(1)}))
+    p.write_bytes(torch_bytes({"w": torch.ones(1)}))
 
     def load(*a: object, **k: object) -> None:
         raise exc

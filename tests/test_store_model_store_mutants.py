@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
-import io
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from inspector.models.store import (
     default_manifest_path,
 )
 from inspector.models.store import model_store as ms
+from tests.support.checks import torch_bytes
 from tests.support.fake_models import FakeModels, install_all, make_fake_models
 from tests.test_store import fake, store  # noqa: F401  (fixtures)
 
@@ -99,12 +99,6 @@ def _one(tmp_path: Path, files: dict[str, bytes | None], digests: bool = True, i
             if d is not None:
                 (root / "thing" / n).write_bytes(d)
     return ModelStore(root, path)
-
-
-def _torch_bytes(obj: object) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------- construction
@@ -578,7 +572,7 @@ def test_load_state_dict_unwraps_drops_and_strips(tmp_path: Path) -> None:
     ]
     for i, (obj, entry, keys) in enumerate(cases):
         d = tmp_path / f"c{i}"
-        s = _one(d, {"w.pth": _torch_bytes(obj)}, **entry)
+        s = _one(d, {"w.pth": torch_bytes(obj)}, **entry)
         out = s.load_state_dict("thing")
         assert list(out) == keys, (i, list(out))
         assert all(torch.equal(v, t) for v in out.values())
@@ -590,7 +584,7 @@ def test_load_state_dict_unwraps_drops_and_strips(tmp_path: Path) -> None:
      ({"model": {}}, {"state_key": "model"}, "dict")],
 )
 def test_load_state_dict_refuses_what_is_not_a_state_dict(tmp_path: Path, obj: object, entry: dict, kind: str) -> None:
-    s = _one(tmp_path, {"w.pth": _torch_bytes(obj)}, **entry)
+    s = _one(tmp_path, {"w.pth": torch_bytes(obj)}, **entry)
     p = s.root / "thing" / "w.pth"
     with pytest.raises(ModelCorruptError) as err:
         s.load_state_dict("thing")
@@ -612,6 +606,6 @@ def test_load_state_dict_file_and_map_location(store: ModelStore, fake: FakeMode
 def test_load_refusal_names_the_manifest(tmp_path: Path) -> None:
     import argparse
 
-    s = _one(tmp_path, {"w.pth": _torch_bytes({"w": torch.ones(1), "a": argparse.Namespace()})})
+    s = _one(tmp_path, {"w.pth": torch_bytes({"w": torch.ones(1), "a": argparse.Namespace()})})
     with pytest.raises(ModelCorruptError, match=re.escape(f"(manifest entry 'thing' in {s.manifest_path} allows")):
         s.load_state_dict("thing")
